@@ -1,0 +1,142 @@
+"""Typed errors of the service.
+
+Every failure a client can act on is one of these. The HTTP layer maps them to a
+status and ``{"error": {"code", "message"}}`` in one place; the master function
+stores ``code``/``message`` on the failed job. Messages are written for the end
+user: they never carry paths, stack traces or internal names.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    INVALID_REQUEST = "invalid_request"
+    UNAUTHORIZED = "unauthorized"
+    NOT_FOUND = "not_found"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    FILE_TOO_LARGE = "file_too_large"
+    UNKNOWN_PRESET = "unknown_preset"
+    INVALID_AUDIO = "invalid_audio"
+    AUDIO_TOO_SHORT = "audio_too_short"
+    AUDIO_TOO_LONG = "audio_too_long"
+    IDENTICAL_INPUTS = "identical_inputs"
+    SILENT_AUDIO = "silent_audio"
+    UPLOAD_MISSING = "upload_missing"
+    UPLOAD_EXPIRED = "upload_expired"
+    PROCESSING_TIMEOUT = "processing_timeout"
+    INTERNAL_ERROR = "internal_error"
+
+
+class MasteringError(Exception):
+    """Base of every error that ends up in front of a client."""
+
+    code: ErrorCode = ErrorCode.INTERNAL_ERROR
+    http_status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": str(self.code), "message": self.message}
+
+
+class InvalidRequest(MasteringError):
+    code = ErrorCode.INVALID_REQUEST
+    http_status = 400
+
+
+class Unauthorized(MasteringError):
+    code = ErrorCode.UNAUTHORIZED
+    http_status = 401
+
+
+class JobNotFound(MasteringError):
+    code = ErrorCode.NOT_FOUND
+    http_status = 404
+
+
+class UnsupportedFormat(MasteringError):
+    code = ErrorCode.UNSUPPORTED_FORMAT
+    http_status = 415
+
+
+class FileTooLarge(MasteringError):
+    code = ErrorCode.FILE_TOO_LARGE
+    http_status = 413
+
+
+class UnknownPreset(MasteringError):
+    code = ErrorCode.UNKNOWN_PRESET
+    http_status = 400
+
+
+class InvalidAudio(MasteringError):
+    code = ErrorCode.INVALID_AUDIO
+    http_status = 422
+
+
+class AudioTooShort(MasteringError):
+    code = ErrorCode.AUDIO_TOO_SHORT
+    http_status = 422
+
+
+class AudioTooLong(MasteringError):
+    code = ErrorCode.AUDIO_TOO_LONG
+    http_status = 422
+
+
+class IdenticalInputs(MasteringError):
+    code = ErrorCode.IDENTICAL_INPUTS
+    http_status = 422
+
+
+class SilentAudio(MasteringError):
+    code = ErrorCode.SILENT_AUDIO
+    http_status = 422
+
+
+class UploadMissing(MasteringError):
+    code = ErrorCode.UPLOAD_MISSING
+    http_status = 409
+
+
+class ProcessingTimeout(MasteringError):
+    code = ErrorCode.PROCESSING_TIMEOUT
+    http_status = 504
+
+
+class InternalError(MasteringError):
+    code = ErrorCode.INTERNAL_ERROR
+    http_status = 500
+
+
+_BY_CODE: dict[ErrorCode, type[MasteringError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidRequest,
+        Unauthorized,
+        JobNotFound,
+        UnsupportedFormat,
+        FileTooLarge,
+        UnknownPreset,
+        InvalidAudio,
+        AudioTooShort,
+        AudioTooLong,
+        IdenticalInputs,
+        SilentAudio,
+        UploadMissing,
+        ProcessingTimeout,
+        InternalError,
+    )
+}
+
+
+def error_from_code(code: str, message: str) -> MasteringError:
+    """Rebuild a typed error from its wire form (e.g. sent back by a worker process)."""
+    try:
+        return _BY_CODE[ErrorCode(code)](message)
+    except ValueError:
+        return InternalError(message)

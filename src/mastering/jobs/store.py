@@ -1,0 +1,203 @@
+"""The job store: the only module that talks to DynamoDB.
+
+Every state change is a conditional write on the current status, so duplicate S3
+events, retries and concurrent uploads cannot run a job twice or move a finished
+job back.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from boto3.dynamodb.conditions import Key
+from botocore.exceptions import ClientError
+
+from mastering.formats import OutputFormat
+from mastering.jobs.model import (
+    InputRole,
+    Job,
+    JobStatus,
+    ResultObject,
+    Stage,
+    can_transition,
+    to_dynamo,
+)
+from mastering.storage import aws
+
+STATUS_DEADLINE_INDEX = "status-deadline-index"
+
+
+class JobStore(Protocol):
+    def create(self, job: Job, *, ttl: int) -> None: ...
+
+    def get(self, job_id: str) -> Job | None: ...
+
+    def record_upload(
+        self, job_id: str, role: InputRole, *, now: str, ttl: int
+    ) -> Job | None: ...
+
+    def transition(
+        self,
+        job_id: str,
+        expected: JobStatus,
+        new: JobStatus,
+        *,
+        now: str,
+        ttl: int,
+        stage: Stage,
+        percent: int,
+        deadline_at: int | None = None,
+        error: dict[str, str] | None = None,
+        results: dict[OutputFormat, ResultObject] | None = None,
+        metrics: dict[str, float | None] | None = None,
+        attempt_id: str | None = None,
+    ) -> Job | None: ...
+
+    def set_progress(
+        self, job_id: str, *, attempt_id: str, stage: Stage, percent: int, now: str
+    ) -> bool: ...
+
+    def overdue(self, status: JobStatus, *, now_epoch: int, limit: int) -> list[str]: ...
+
+
+def _condition_failed(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class DynamoJobStore:
+    def __init__(self, table_name: str) -> None:
+        self._table_name = table_name
+
+    @property
+    def _table(self) -> Any:
+        return aws.dynamodb_resource().Table(self._table_name)
+
+    def create(self, job: Job, *, ttl: int) -> None:
+        self._table.put_item(
+            Item=job.to_item(ttl), ConditionExpression="attribute_not_exists(job_id)"
+        )
+
+    def get(self, job_id: str) -> Job | None:
+        item = self._table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")
+        return Job.from_item(item) if item else None
+
+    def record_upload(self, job_id: str, role: InputRole, *, now: str, ttl: int) -> Job | None:
+        """Add ``role`` to the uploaded set while the job waits for uploads.
+
+        Returns the job as it is after this write (the write is atomic, so of two
+        uploads landing at once exactly one sees both roles), or None when the job
+        is unknown or past waiting.
+        """
+        try:
+            response = self._table.update_item(
+                Key={"job_id": job_id},
+                UpdateExpression="ADD uploaded :role SET updated_at = :now, #ttl = :ttl",
+                ConditionExpression="attribute_exists(job_id) AND #status = :waiting",
+                ExpressionAttributeNames={"#status": "status", "#ttl": "ttl"},
+                ExpressionAttributeValues={
+                    ":role": {str(role)},
+                    ":now": now,
+                    ":ttl": ttl,
+                    ":waiting": str(JobStatus.AWAITING_UPLOAD),
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if _condition_failed(error):
+                return None
+            raise
+        return Job.from_item(response["Attributes"])
+
+    def transition(
+        self,
+        job_id: str,
+        expected: JobStatus,
+        new: JobStatus,
+        *,
+        now: str,
+        ttl: int,
+        stage: Stage,
+        percent: int,
+        deadline_at: int | None = None,
+        error: dict[str, str] | None = None,
+        results: dict[OutputFormat, ResultObject] | None = None,
+        metrics: dict[str, float | None] | None = None,
+        attempt_id: str | None = None,
+    ) -> Job | None:
+        """Move the job from ``expected`` to ``new``; None if it was not in ``expected``."""
+        if not can_transition(expected, new):
+            raise ValueError(f"no transition from {expected} to {new}")
+        assignments = {
+            "#status": str(new),
+            "updated_at": now,
+            "#ttl": ttl,
+            "stage": str(stage),
+            "percent": percent,
+        }
+        if deadline_at is not None:
+            assignments["deadline_at"] = deadline_at
+        if error is not None:
+            assignments["error"] = error
+        if results is not None:
+            assignments["results"] = {
+                str(fmt): {"key": obj.key, "size": obj.size} for fmt, obj in results.items()
+            }
+        if metrics is not None:
+            assignments["metrics"] = to_dynamo(metrics)
+        if attempt_id is not None:
+            assignments["attempt_id"] = attempt_id
+        names = {"#status": "status", "#ttl": "ttl"}
+        values: dict[str, Any] = {":expected": str(expected)}
+        parts = []
+        for index, (name, value) in enumerate(assignments.items()):
+            placeholder = f":v{index}"
+            if not name.startswith("#"):
+                names[f"#a{index}"] = name
+                name = f"#a{index}"
+            parts.append(f"{name} = {placeholder}")
+            values[placeholder] = value
+        try:
+            response = self._table.update_item(
+                Key={"job_id": job_id},
+                UpdateExpression="SET " + ", ".join(parts),
+                ConditionExpression="attribute_exists(job_id) AND #status = :expected",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return None
+            raise
+        return Job.from_item(response["Attributes"])
+
+    def set_progress(
+        self, job_id: str, *, attempt_id: str, stage: Stage, percent: int, now: str
+    ) -> bool:
+        try:
+            self._table.update_item(
+                Key={"job_id": job_id},
+                UpdateExpression="SET stage = :stage, #percent = :percent, updated_at = :now",
+                ConditionExpression="#status = :processing AND attempt_id = :attempt",
+                ExpressionAttributeNames={"#status": "status", "#percent": "percent"},
+                ExpressionAttributeValues={
+                    ":stage": str(stage),
+                    ":percent": percent,
+                    ":now": now,
+                    ":processing": str(JobStatus.PROCESSING),
+                    ":attempt": attempt_id,
+                },
+            )
+        except ClientError as error:
+            if _condition_failed(error):
+                return False
+            raise
+        return True
+
+    def overdue(self, status: JobStatus, *, now_epoch: int, limit: int) -> list[str]:
+        response = self._table.query(
+            IndexName=STATUS_DEADLINE_INDEX,
+            KeyConditionExpression=Key("status").eq(str(status)) & Key("deadline_at").lt(now_epoch),
+            Limit=limit,
+        )
+        return [str(item["job_id"]) for item in response.get("Items", [])]

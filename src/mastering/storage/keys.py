@@ -1,0 +1,50 @@
+"""S3 object keys. The service picks every key; user file names never appear in one."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote_plus
+
+from mastering.formats import OUTPUT_SPECS, OutputFormat
+from mastering.jobs.model import InputRole
+
+UPLOADS_PREFIX = "uploads/"
+RESULTS_PREFIX = "results/"
+
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_UPLOAD_KEY = re.compile(rf"^uploads/(?P<job_id>{_UUID})/(?P<role>target|reference)$")
+_JOB_ID = re.compile(rf"^{_UUID}$")
+
+
+@dataclass(frozen=True)
+class UploadKey:
+    job_id: str
+    role: InputRole
+
+
+def is_job_id(value: str) -> bool:
+    return bool(_JOB_ID.match(value))
+
+
+def upload_key(job_id: str, role: InputRole) -> str:
+    return f"{UPLOADS_PREFIX}{job_id}/{role}"
+
+
+def parse_upload_key(raw_key: str) -> UploadKey | None:
+    """The job and role an uploaded object belongs to, or None for any other key.
+
+    S3 event notifications URL-encode keys (spaces as '+'), so decode first.
+    """
+    match = _UPLOAD_KEY.match(unquote_plus(raw_key))
+    if match is None:
+        return None
+    return UploadKey(job_id=match["job_id"], role=InputRole(match["role"]))
+
+
+def results_prefix(job_id: str) -> str:
+    return f"{RESULTS_PREFIX}{job_id}/"
+
+
+def result_key(job_id: str, fmt: OutputFormat) -> str:
+    return f"{results_prefix(job_id)}{OUTPUT_SPECS[fmt].object_name}"

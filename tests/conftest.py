@@ -58,7 +58,8 @@ def load_handler(function: str, module: str = "app") -> Any:
         spec = importlib.util.spec_from_file_location(
             name, REPO / "functions" / function / f"{module}.py"
         )
-        assert spec is not None and spec.loader is not None
+        assert spec is not None
+        assert spec.loader is not None
         loaded = importlib.util.module_from_spec(spec)
         sys.modules[name] = loaded
         spec.loader.exec_module(loaded)

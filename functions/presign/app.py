@@ -6,6 +6,7 @@ domain function. Typed errors become JSON error bodies in one place below.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -32,8 +33,6 @@ MAX_OWNER_LENGTH = 256
 
 
 def _cors() -> CORSConfig | None:
-    import os
-
     origins = [o.strip() for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o.strip()]
     if not origins:
         return None
@@ -50,7 +49,9 @@ app = APIGatewayHttpResolver(cors=_cors())
 
 def _ports() -> ApiPorts:
     settings = load_settings()
-    return ApiPorts(settings=settings, store=DynamoJobStore(settings.jobs_table), storage=S3Storage())
+    return ApiPorts(
+        settings=settings, store=DynamoJobStore(settings.jobs_table), storage=S3Storage()
+    )
 
 
 def _authorised_owner() -> str:
@@ -100,7 +101,8 @@ def health() -> Response[dict[str, Any]]:
     )
 
 
-@app.exception_handler(MasteringError)
+# Powertools types exception_handler loosely; the handlers themselves are typed.
+@app.exception_handler(MasteringError)  # type: ignore[untyped-decorator]
 def handle_mastering_error(error: MasteringError) -> Response[dict[str, Any]]:
     if error.http_status >= 500:
         logger.error("request failed", extra={"code": str(error.code)})
@@ -109,7 +111,7 @@ def handle_mastering_error(error: MasteringError) -> Response[dict[str, Any]]:
     return _json(error.http_status, {"error": error.to_dict()})
 
 
-@app.exception_handler(Exception)
+@app.exception_handler(Exception)  # type: ignore[untyped-decorator]
 def handle_unexpected(error: Exception) -> Response[dict[str, Any]]:
     # Never a stack trace to the caller; the log has it.
     logger.exception("unexpected error")

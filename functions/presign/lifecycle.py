@@ -46,7 +46,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if "requestPayload" in event and "requestContext" in event:
         # Lambda async-invocation destination record.
         response = event.get("responsePayload") or {}
-        error_message = str(response.get("errorMessage") or event["requestContext"].get("condition", ""))
+        error_message = str(
+            response.get("errorMessage") or event["requestContext"].get("condition", "")
+        )
         job_ids = _job_ids_of(event.get("requestPayload") or {})
         ended = fail_abandoned(job_ids, error_message, ports=_ports())
         logger.info("master failure handled", extra={"jobs": job_ids, "failed": ended})

@@ -27,9 +27,7 @@ class OutputSpec:
 
 OUTPUT_SPECS: dict[OutputFormat, OutputSpec] = {
     OutputFormat.WAV16: OutputSpec(OutputFormat.WAV16, "mastered.wav", "wav", "audio/wav"),
-    OutputFormat.WAV24: OutputSpec(
-        OutputFormat.WAV24, "mastered-24bit.wav", "wav", "audio/wav"
-    ),
+    OutputFormat.WAV24: OutputSpec(OutputFormat.WAV24, "mastered-24bit.wav", "wav", "audio/wav"),
     OutputFormat.FLAC: OutputSpec(OutputFormat.FLAC, "mastered.flac", "flac", "audio/flac"),
     OutputFormat.MP3: OutputSpec(OutputFormat.MP3, "mastered.mp3", "mp3", "audio/mpeg"),
 }

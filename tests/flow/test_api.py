@@ -44,7 +44,9 @@ def test_create_job_returns_presigned_posts_pinned_to_key_size_and_type(api: Api
 def test_new_job_reads_back_for_its_owner_only(api: ApiClient) -> None:
     # Given a job created by user-1, with metadata
     created = api.call(
-        "POST", "/jobs", body={"target": WAV, "preset": "warm", "metadata": {"track": "t1"}},
+        "POST",
+        "/jobs",
+        body={"target": WAV, "preset": "warm", "metadata": {"track": "t1"}},
         owner="user-1",
     ).body
 
@@ -75,23 +77,43 @@ def test_new_job_reads_back_for_its_owner_only(api: ApiClient) -> None:
         ({"target": WAV}, 400, "invalid_request"),  # neither reference nor preset
         ({"target": WAV, "reference": FLAC, "preset": "warm"}, 400, "invalid_request"),
         ({"reference": FLAC}, 400, "invalid_request"),  # missing target
-        ({"target": {"filename": "a.wav", "content_type": "audio/wav"}, "preset": "warm"}, 400,
-         "invalid_request"),  # missing size
+        (
+            {"target": {"filename": "a.wav", "content_type": "audio/wav"}, "preset": "warm"},
+            400,
+            "invalid_request",
+        ),  # missing size
         ({"target": {**WAV, "size": 0}, "preset": "warm"}, 400, "invalid_request"),
         ({"target": WAV, "preset": "warm", "outputs": ["ogg"]}, 400, "invalid_request"),
         ({"target": WAV, "preset": "warm", "outputs": []}, 400, "invalid_request"),
-        ({"target": WAV, "preset": "warm", "metadata": {"x": "y" * 3000}}, 400,
-         "invalid_request"),
+        ({"target": WAV, "preset": "warm", "metadata": {"x": "y" * 3000}}, 400, "invalid_request"),
         ({"target": WAV, "preset": "warm", "extra": 1}, 400, "invalid_request"),
         ({"target": WAV, "preset": "no-such-preset"}, 400, "unknown_preset"),
-        ({"target": {**WAV, "size": 100 * 1024 * 1024 + 1}, "preset": "warm"}, 413,
-         "file_too_large"),
+        (
+            {"target": {**WAV, "size": 100 * 1024 * 1024 + 1}, "preset": "warm"},
+            413,
+            "file_too_large",
+        ),
         ({"target": WAV, "reference": {**FLAC, "size": 10**12}}, 413, "file_too_large"),
-        ({"target": {"filename": "notes.txt", "size": 10, "content_type": "text/plain"},
-          "preset": "warm"}, 415, "unsupported_format"),
-        ({"target": {"filename": "x.exe", "size": 10,
-                     "content_type": "application/octet-stream"}, "preset": "warm"}, 415,
-         "unsupported_format"),
+        (
+            {
+                "target": {"filename": "notes.txt", "size": 10, "content_type": "text/plain"},
+                "preset": "warm",
+            },
+            415,
+            "unsupported_format",
+        ),
+        (
+            {
+                "target": {
+                    "filename": "x.exe",
+                    "size": 10,
+                    "content_type": "application/octet-stream",
+                },
+                "preset": "warm",
+            },
+            415,
+            "unsupported_format",
+        ),
     ],
 )
 def test_bad_create_requests_get_a_clear_error(
@@ -114,8 +136,14 @@ def test_body_that_is_not_json_is_invalid_request(api: ApiClient) -> None:
 
 def test_octet_stream_upload_is_accepted_by_extension(api: ApiClient) -> None:
     # Browsers often send application/octet-stream for .flac and .opus
-    body = {"target": {"filename": "take.opus", "size": 5000,
-                       "content_type": "application/octet-stream"}, "preset": "balanced"}
+    body = {
+        "target": {
+            "filename": "take.opus",
+            "size": 5000,
+            "content_type": "application/octet-stream",
+        },
+        "preset": "balanced",
+    }
     response = api.call("POST", "/jobs", body=body)
     assert response.status == 201
     # The policy pins the type the browser will send
@@ -128,8 +156,11 @@ def test_octet_stream_upload_is_accepted_by_extension(api: ApiClient) -> None:
 def test_wrong_or_missing_api_key_is_refused_on_every_protected_route(
     api: ApiClient, key: str | None
 ) -> None:
-    for method, path in (("POST", "/jobs"), ("GET", "/presets"),
-                         ("GET", "/jobs/00000000-0000-4000-8000-000000000000")):
+    for method, path in (
+        ("POST", "/jobs"),
+        ("GET", "/presets"),
+        ("GET", "/jobs/00000000-0000-4000-8000-000000000000"),
+    ):
         response = api.call(method, path, body={"target": WAV, "preset": "warm"}, api_key=key)
         assert response.status == 401, (method, path)
         assert response.body["error"]["code"] == "unauthorized"

@@ -16,6 +16,7 @@ import soundfile as sf
 
 from tests.audio_factory import tone_mix, write_wav
 from tests.conftest import ApiClient, Stack, s3_event_for
+from tests.jobflow import create_and_upload, deliver
 
 RATE = 44_100
 
@@ -24,21 +25,6 @@ pytestmark = pytest.mark.slow
 
 def _lufs(samples: np.ndarray, rate: int) -> float:
     return float(pyloudnorm.Meter(rate).integrated_loudness(samples))
-
-
-def _declare(path: Path, content_type: str = "audio/wav") -> dict[str, Any]:
-    return {"filename": path.name, "size": path.stat().st_size, "content_type": content_type}
-
-
-def _upload(upload: dict[str, Any], path: Path) -> requests.Response:
-    """What a browser does with a presigned POST: a multipart form, file last."""
-    with path.open("rb") as handle:
-        return requests.post(
-            upload["url"],
-            data=upload["fields"],
-            files={"file": (path.name, handle, upload["fields"]["Content-Type"])},
-            timeout=30,
-        )
 
 
 @pytest.fixture
@@ -51,28 +37,6 @@ def loud_reference(tmp_path: Path) -> Path:
     return write_wav(tmp_path / "reference.wav", tone_mix(8.0, RATE, seed=2, peak_dbfs=-1.0), RATE)
 
 
-def _create_and_upload(
-    api: ApiClient, target: Path, reference: Path | None, **extra: Any
-) -> tuple[str, dict[str, int]]:
-    body: dict[str, Any] = {"target": _declare(target), **extra}
-    if reference is not None:
-        body["reference"] = _declare(reference)
-    created = api.call("POST", "/jobs", body=body)
-    assert created.status == 201, created.body
-    sizes = {}
-    for role, path in (("target", target), ("reference", reference)):
-        if path is None:
-            continue
-        response = _upload(created.body["uploads"][role], path)
-        assert response.status_code in (200, 201, 204), response.text
-        sizes[role] = path.stat().st_size
-    return created.body["job_id"], sizes
-
-
-def _deliver(invoke_master: Callable[..., Any], job_id: str, role: str, size: int) -> None:
-    invoke_master(s3_event_for(f"uploads/{job_id}/{role}", size))
-
-
 def test_job_is_mastered_end_to_end(
     api: ApiClient,
     stack: Stack,
@@ -81,16 +45,16 @@ def test_job_is_mastered_end_to_end(
     loud_reference: Path,
 ) -> None:
     # Given a quiet target and a loud reference, uploaded through the presigned POSTs
-    job_id, sizes = _create_and_upload(
+    job_id, sizes = create_and_upload(
         api, quiet_target, loud_reference, outputs=["wav16", "wav24", "flac", "mp3"]
     )
     waiting = api.call("GET", f"/jobs/{job_id}").body
     assert waiting["status"] == "awaiting_upload"
 
     # When S3 tells the master function about each upload
-    _deliver(invoke_master, job_id, "target", sizes["target"])
+    deliver(invoke_master, job_id, "target", sizes["target"])
     assert api.call("GET", f"/jobs/{job_id}").body["status"] == "awaiting_upload"
-    _deliver(invoke_master, job_id, "reference", sizes["reference"])
+    deliver(invoke_master, job_id, "reference", sizes["reference"])
 
     # Then the job has succeeded with every format and its metrics
     job = api.call("GET", f"/jobs/{job_id}").body
@@ -99,8 +63,14 @@ def test_job_is_mastered_end_to_end(
     assert job["error"] is None
     assert set(job["results"]) == {"wav16", "wav24", "flac", "mp3"}
     metrics = job["metrics"]
-    assert set(metrics) == {"duration_s", "target_lufs", "reference_lufs", "result_lufs",
-                            "result_true_peak_dbtp", "processing_s"}
+    assert set(metrics) == {
+        "duration_s",
+        "target_lufs",
+        "reference_lufs",
+        "result_lufs",
+        "result_true_peak_dbtp",
+        "processing_s",
+    }
     assert metrics["duration_s"] == pytest.approx(8.0, abs=0.01)
     assert metrics["processing_s"] > 0
 
@@ -152,14 +122,14 @@ def test_each_event_delivered_twice_in_either_order_runs_the_job_once(
     monkeypatch.setenv("MASTERING_ISOLATION", "inline")  # count in this process
 
     # Given both files uploaded
-    job_id, sizes = _create_and_upload(api, quiet_target, loud_reference)
+    job_id, sizes = create_and_upload(api, quiet_target, loud_reference)
 
     # When S3 delivers every event twice, in the given order
     for role in order:
-        _deliver(invoke_master, job_id, role, sizes[role])
-        _deliver(invoke_master, job_id, role, sizes[role])
+        deliver(invoke_master, job_id, role, sizes[role])
+        deliver(invoke_master, job_id, role, sizes[role])
     # and once more after the job has finished
-    _deliver(invoke_master, job_id, order[0], sizes[order[0]])
+    deliver(invoke_master, job_id, order[0], sizes[order[0]])
 
     # Then the job ran exactly once and succeeded
     assert len(runs) == 1
@@ -170,9 +140,9 @@ def test_preset_job_needs_only_the_target(
     api: ApiClient, invoke_master: Callable[..., Any], quiet_target: Path
 ) -> None:
     # Given a job against the "loud" preset
-    job_id, sizes = _create_and_upload(api, quiet_target, None, preset="loud")
+    job_id, sizes = create_and_upload(api, quiet_target, None, preset="loud")
     # When the target lands
-    _deliver(invoke_master, job_id, "target", sizes["target"])
+    deliver(invoke_master, job_id, "target", sizes["target"])
     # Then the job succeeds and the result is much louder than the target
     job = api.call("GET", f"/jobs/{job_id}").body
     assert job["status"] == "succeeded", job["error"]
@@ -184,7 +154,7 @@ def test_uploads_in_one_event_with_both_records(
     api: ApiClient, invoke_master: Callable[..., Any], quiet_target: Path, loud_reference: Path
 ) -> None:
     # Given both uploads reported in a single event with two records
-    job_id, sizes = _create_and_upload(api, quiet_target, loud_reference)
+    job_id, sizes = create_and_upload(api, quiet_target, loud_reference)
     event = s3_event_for(f"uploads/{job_id}/target", sizes["target"])
     event["Records"] += s3_event_for(f"uploads/{job_id}/reference", sizes["reference"])["Records"]
     # When the master handles it

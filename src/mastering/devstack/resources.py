@@ -16,9 +16,7 @@ def _create_bucket(client: Any, name: str, region: str) -> None:
     if region == "us-east-1":
         client.create_bucket(Bucket=name)
     else:
-        client.create_bucket(
-            Bucket=name, CreateBucketConfiguration={"LocationConstraint": region}
-        )
+        client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region})
 
 
 def create_jobs_table(table_name: str) -> None:

@@ -67,9 +67,7 @@ def match_to_reference(
             on_stage(Stage.MATCHING, _STAGE_PERCENT[int(code)])
 
     matchering.log(info_handler=on_info, show_codes=True)
-    config = matchering.Config(
-        max_length=max_duration_s + 1.0, temp_folder=str(work_dir)
-    )
+    config = matchering.Config(max_length=max_duration_s + 1.0, temp_folder=str(work_dir))
     try:
         target_array, _ = check(
             target.samples.astype(np.float64), target.sample_rate, config, "target"

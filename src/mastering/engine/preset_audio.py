@@ -27,7 +27,7 @@ def _spectral_gain(preset: Preset, freqs: np.ndarray) -> np.ndarray:
     low = 1.0 / (1.0 + (safe / preset.low_shelf_hz) ** 2)
     high_ratio = (safe / preset.high_shelf_hz) ** 2
     gain_db += preset.low_shelf_db * low + preset.high_shelf_db * high_ratio / (1.0 + high_ratio)
-    gain = 10.0 ** (gain_db / 20.0)
+    gain: np.ndarray = 10.0 ** (gain_db / 20.0)
     # Nothing below the audible range: a real master is high-passed there.
     gain[freqs < _LOWEST_HZ] = 0.0
     return gain
@@ -36,8 +36,9 @@ def _spectral_gain(preset: Preset, freqs: np.ndarray) -> np.ndarray:
 def _shaped_noise(preset: Preset, rng: np.random.Generator, frames: int) -> np.ndarray:
     spectrum = np.fft.rfft(rng.standard_normal(frames))
     spectrum *= _spectral_gain(preset, np.fft.rfftfreq(frames, 1.0 / PRESET_SAMPLE_RATE))
-    shaped = np.fft.irfft(spectrum, n=frames)
-    return shaped / np.sqrt(np.mean(shaped**2))
+    shaped: np.ndarray = np.fft.irfft(spectrum, n=frames)
+    normalised: np.ndarray = shaped / np.sqrt(np.mean(shaped**2))
+    return normalised
 
 
 @cache

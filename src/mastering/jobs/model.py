@@ -211,4 +211,3 @@ def from_dynamo(value: Any) -> Any:
     if isinstance(value, list):
         return [from_dynamo(inner) for inner in value]
     return value
-

@@ -32,9 +32,7 @@ class JobStore(Protocol):
 
     def get(self, job_id: str) -> Job | None: ...
 
-    def record_upload(
-        self, job_id: str, role: InputRole, *, now: str, ttl: int
-    ) -> Job | None: ...
+    def record_upload(self, job_id: str, role: InputRole, *, now: str, ttl: int) -> Job | None: ...
 
     def transition(
         self,
@@ -197,7 +195,8 @@ class DynamoJobStore:
     def overdue(self, status: JobStatus, *, now_epoch: int, limit: int) -> list[str]:
         response = self._table.query(
             IndexName=STATUS_DEADLINE_INDEX,
-            KeyConditionExpression=Key("status").eq(str(status)) & Key("deadline_at").lt(now_epoch),
+            KeyConditionExpression=Key("status").eq(str(status))
+            & Key("deadline_at").lte(now_epoch),
             Limit=limit,
         )
         return [str(item["job_id"]) for item in response.get("Items", [])]

@@ -46,7 +46,9 @@ def ttl_for(settings: Settings, moment: datetime) -> int:
     return int((moment + timedelta(days=settings.job_retention_days)).timestamp())
 
 
-def _declared_input(role: InputRole, declared: FileDeclaration, settings: Settings) -> DeclaredInput:
+def _declared_input(
+    role: InputRole, declared: FileDeclaration, settings: Settings
+) -> DeclaredInput:
     kind = input_kind_for(declared.filename, declared.content_type)
     if kind is None:
         raise UnsupportedFormat(
@@ -184,4 +186,3 @@ def job_view(job: Job, *, ports: ApiPorts) -> dict[str, Any]:
 def get_job(job_id: str, *, owner: str, ports: ApiPorts) -> dict[str, Any]:
     job = expire_if_overdue(_load_owned(job_id, owner, ports.store), ports=ports)
     return job_view(job, ports=ports)
-

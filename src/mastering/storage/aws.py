@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from functools import cache
-from typing import Any
+from typing import Any, Literal, cast
 
 import boto3
 from botocore.config import Config
@@ -23,13 +23,11 @@ def _s3_config() -> Config:
     # Presigned URLs must name the bucket's own regional endpoint with SigV4:
     # the global endpoint answers new buckets with a 307 that breaks browser CORS
     # preflights. An emulator on 127.0.0.1 only understands path-style addressing.
-    style = os.environ.get("S3_ADDRESSING_STYLE") or (
-        "path" if (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
-        else "virtual"
-    )
+    emulated = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    style = os.environ.get("S3_ADDRESSING_STYLE") or ("path" if emulated else "virtual")
     return Config(
         signature_version="s3v4",
-        s3={"addressing_style": style},
+        s3={"addressing_style": cast(Literal["auto", "virtual", "path"], style)},
         retries={"mode": "standard", "max_attempts": 5},
     )
 

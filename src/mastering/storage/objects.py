@@ -34,7 +34,13 @@ class ObjectStorage(Protocol):
     """The port the domain uses; ``S3Storage`` is the adapter, tests may fake it."""
 
     def presign_post(
-        self, bucket: str, key: str, *, content_type: str, max_bytes: int, expires_s: int,
+        self,
+        bucket: str,
+        key: str,
+        *,
+        content_type: str,
+        max_bytes: int,
+        expires_s: int,
         now: datetime,
     ) -> PresignedPost: ...
 
@@ -58,7 +64,13 @@ def _is_missing(error: ClientError) -> bool:
 
 class S3Storage:
     def presign_post(
-        self, bucket: str, key: str, *, content_type: str, max_bytes: int, expires_s: int,
+        self,
+        bucket: str,
+        key: str,
+        *,
+        content_type: str,
+        max_bytes: int,
+        expires_s: int,
         now: datetime,
     ) -> PresignedPost:
         # The policy pins the exact key, the byte range and the content type, so a

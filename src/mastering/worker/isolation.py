@@ -52,9 +52,7 @@ def _child_main(work: IsolatedWork[Any], conn: Connection) -> None:
         conn.close()
 
 
-def run_isolated(
-    work: IsolatedWork[T], *, budget_s: float, on_progress: ProgressCallback
-) -> T:
+def run_isolated(work: IsolatedWork[T], *, budget_s: float, on_progress: ProgressCallback) -> T:
     """Run ``work`` in a child, forwarding progress; raise its typed error if it failed."""
     if os.environ.get("MASTERING_ISOLATION", "fork") == "inline":
         return work(on_progress)

@@ -84,7 +84,9 @@ def sweep(*, ports: LifecyclePorts) -> SweepReport:
     now = ports.clock()
     epoch = int(now.timestamp())
     expired = []
-    for job_id in ports.store.overdue(JobStatus.AWAITING_UPLOAD, now_epoch=epoch, limit=SWEEP_BATCH):
+    for job_id in ports.store.overdue(
+        JobStatus.AWAITING_UPLOAD, now_epoch=epoch, limit=SWEEP_BATCH
+    ):
         done = ports.store.transition(
             job_id,
             JobStatus.AWAITING_UPLOAD,

@@ -28,7 +28,7 @@ from mastering.errors import (
     MasteringError,
     UploadMissing,
 )
-from mastering.formats import OUTPUT_SPECS
+from mastering.formats import OUTPUT_SPECS, OutputFormat
 from mastering.jobs.model import (
     InputRole,
     Job,
@@ -177,7 +177,10 @@ def run_job(job: Job, *, remaining_s: Callable[[], float], ports: WorkerPorts) -
 
     def report(stage: Stage, percent: int) -> None:
         store.set_progress(
-            job.job_id, attempt_id=attempt_id, stage=stage, percent=percent,
+            job.job_id,
+            attempt_id=attempt_id,
+            stage=stage,
+            percent=percent,
             now=iso(ports.clock()),
         )
 
@@ -204,7 +207,7 @@ def run_job(job: Job, *, remaining_s: Callable[[], float], ports: WorkerPorts) -
             on_progress=report,
         )
         report(Stage.UPLOADING, 90)
-        results: dict = {}
+        results: dict[OutputFormat, ResultObject] = {}
         for fmt, path in outcome.files.items():
             key = result_key(job.job_id, fmt)
             written.append(key)

@@ -1,0 +1,404 @@
+"""Every way a job can go wrong ends in a terminal state with a code a client can act
+on, no results left behind, and nothing left in the function's /tmp."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.audio_factory import silence, tone_mix, write_wav
+from tests.conftest import (
+    ApiClient,
+    FakeLambdaContext,
+    Stack,
+    load_event,
+    load_handler,
+    s3_event_for,
+)
+from tests.jobflow import create_and_upload, declare, upload_file
+
+RATE = 44_100
+
+pytestmark = pytest.mark.slow
+
+
+def _results_in_bucket(job_id: str) -> list[str]:
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    listing = s3.list_objects_v2(Bucket=os.environ["RESULTS_BUCKET"], Prefix=f"results/{job_id}/")
+    return [obj["Key"] for obj in listing.get("Contents", [])]
+
+
+def _run(
+    api: ApiClient,
+    invoke_master: Callable[..., Any],
+    target: Path,
+    reference: Path | None,
+    *,
+    remaining_s: float = 900.0,
+    preset: str | None = None,
+) -> dict[str, Any]:
+    extra = {"preset": preset} if preset else {}
+    job_id, sizes = create_and_upload(api, target, reference, **extra)
+    for role, size in sizes.items():
+        invoke_master(s3_event_for(f"uploads/{job_id}/{role}", size), remaining_s=remaining_s)
+    job = api.call("GET", f"/jobs/{job_id}").body
+    assert _results_in_bucket(job_id) == []
+    return job
+
+
+def _assert_failed(job: dict[str, Any], code: str, stack: Stack) -> None:
+    assert job["status"] == "failed", job
+    assert job["error"]["code"] == code
+    message = job["error"]["message"]
+    assert message
+    assert "Traceback" not in message
+    assert "/tmp" not in message
+    assert job["results"] == {}
+    assert job["progress"]["stage"] == "failed"
+    assert stack.leftovers() == []
+
+
+@pytest.fixture
+def reference(tmp_path: Path) -> Path:
+    return write_wav(tmp_path / "reference.wav", tone_mix(6.0, RATE, seed=7, peak_dbfs=-1.0), RATE)
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> Path:
+    return write_wav(tmp_path / "target.wav", tone_mix(6.0, RATE, seed=8, peak_dbfs=-12.0), RATE)
+
+
+def _file(tmp_path: Path, name: str, content: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(content)
+    return path
+
+
+BAD_TARGETS: dict[str, tuple[Callable[[Path], Path], str]] = {
+    "text named .wav": (
+        lambda d: _file(d, "notes.wav", b"these are my lyrics, not audio\n" * 50),
+        "invalid_audio",
+    ),
+    "HLS playlist named .wav": (
+        lambda d: _file(
+            d,
+            "stream.wav",
+            b"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\n"
+            b"http://169.254.169.254/latest/meta-data/seg0.ts\n#EXT-X-ENDLIST\n",
+        ),
+        "invalid_audio",
+    ),
+    "truncated WAV": (
+        lambda d: _file(
+            d,
+            "cut.wav",
+            write_wav(d / "whole.wav", tone_mix(6.0, RATE, seed=3), RATE).read_bytes()[:200_000],
+        ),
+        "invalid_audio",
+    ),
+    "0.05 s of audio": (
+        lambda d: write_wav(d / "blip.wav", tone_mix(0.05, RATE, seed=4), RATE),
+        "audio_too_short",
+    ),
+    "digital silence": (
+        lambda d: write_wav(d / "silence.wav", silence(6.0, RATE), RATE),
+        "silent_audio",
+    ),
+    "six channels": (
+        lambda d: write_wav(d / "surround.wav", tone_mix(6.0, RATE, channels=6, seed=5), RATE),
+        "unsupported_format",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TARGETS))
+def test_bad_target_fails_with_its_code(
+    case: str,
+    api: ApiClient,
+    stack: Stack,
+    invoke_master: Callable[..., Any],
+    tmp_path: Path,
+    reference: Path,
+) -> None:
+    # Given a bad target and a good reference
+    make, code = BAD_TARGETS[case]
+    bad = make(tmp_path)
+    # When both are uploaded and processed
+    job = _run(api, invoke_master, bad, reference)
+    # Then the job failed with the code for this problem
+    _assert_failed(job, code, stack)
+
+
+def test_bad_reference_is_named_in_the_error(
+    api: ApiClient, stack: Stack, invoke_master: Callable[..., Any], tmp_path: Path, target: Path
+) -> None:
+    silent = write_wav(tmp_path / "silent-ref.wav", silence(6.0, RATE), RATE)
+    job = _run(api, invoke_master, target, silent)
+    _assert_failed(job, "silent_audio", stack)
+    assert "reference" in job["error"]["message"]
+
+
+def test_zero_byte_target_fails_as_invalid_audio(
+    api: ApiClient,
+    stack: Stack,
+    invoke_master: Callable[..., Any],
+    tmp_path: Path,
+    reference: Path,
+) -> None:
+    # Given a job declared for a real file, but an empty body uploaded (moto, unlike S3,
+    # does not enforce the policy's minimum size)
+    empty = _file(tmp_path, "empty.wav", b"")
+    created = api.call("POST", "/jobs", body={"target": declare(reference), "preset": "warm"})
+    upload = created.body["uploads"]["target"]
+    upload_file(upload, empty)
+    # When the event arrives
+    invoke_master(s3_event_for(f"uploads/{created.body['job_id']}/target", 0))
+    # Then
+    _assert_failed(api.call("GET", f"/jobs/{created.body['job_id']}").body, "invalid_audio", stack)
+
+
+def test_target_identical_to_reference_fails(
+    api: ApiClient, stack: Stack, invoke_master: Callable[..., Any], tmp_path: Path, target: Path
+) -> None:
+    twin = tmp_path / "twin.wav"
+    twin.write_bytes(target.read_bytes())
+    _assert_failed(_run(api, invoke_master, target, twin), "identical_inputs", stack)
+
+
+def test_track_longer_than_the_limit_fails(
+    api: ApiClient,
+    stack: Stack,
+    invoke_master: Callable[..., Any],
+    tmp_path: Path,
+    reference: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a stack that allows 5 seconds, a 6-second target and a 4-second reference
+    monkeypatch.setenv("MAX_DURATION_S", "5")
+    long_target = write_wav(tmp_path / "long.wav", tone_mix(6.0, RATE), RATE)
+    short_reference = write_wav(
+        tmp_path / "short-ref.wav", tone_mix(4.0, RATE, seed=11, peak_dbfs=-1.0), RATE
+    )
+    # When it is processed
+    job = _run(api, invoke_master, long_target, short_reference)
+    # Then it failed as too long, saying the limit
+    _assert_failed(job, "audio_too_long", stack)
+    assert "5" in job["error"]["message"]
+
+
+def test_upload_bigger_than_declared_fails_before_download(
+    api: ApiClient,
+    stack: Stack,
+    invoke_master: Callable[..., Any],
+    tmp_path: Path,
+    target: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a job declared at 1000 bytes, and a whole track uploaded anyway (S3 would refuse
+    # it by the policy; moto does not, so the function must check)
+    created = api.call(
+        "POST",
+        "/jobs",
+        body={"target": {**declare(target), "size": 1000}, "preset": "warm"},
+    ).body
+    upload_file(created["uploads"]["target"], target)
+    from mastering.storage.objects import S3Storage
+
+    downloads: list[str] = []
+    monkeypatch.setattr(S3Storage, "download", lambda self, *a, **k: downloads.append(a[1]))
+    # When the event arrives
+    invoke_master(s3_event_for(f"uploads/{created['job_id']}/target", target.stat().st_size))
+    # Then the job failed as too large without downloading anything
+    _assert_failed(api.call("GET", f"/jobs/{created['job_id']}").body, "file_too_large", stack)
+    assert downloads == []
+
+
+def _engine(monkeypatch: pytest.MonkeyPatch, replacement: Callable[..., Any]) -> None:
+    import mastering.engine.matchering_adapter as adapter
+
+    monkeypatch.setattr(adapter, "match_to_reference", replacement)
+
+
+def test_engine_exception_fails_with_internal_error_and_no_details(
+    api: ApiClient,
+    stack: Stack,
+    invoke_master: Callable[..., Any],
+    target: Path,
+    reference: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def explode(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret internal detail at /var/task/x.py")
+
+    _engine(monkeypatch, explode)
+    job = _run(api, invoke_master, target, reference)
+    _assert_failed(job, "internal_error", stack)
+    assert "secret" not in job["error"]["message"]
+
+
+def test_worker_killed_mid_processing_fails_the_job(
+    api: ApiClient,
+    stack: Stack,
+    invoke_master: Callable[..., Any],
+    target: Path,
+    reference: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given an engine that is killed mid-way, as the kernel's OOM killer would
+    def killed(*args: Any, on_stage: Callable[..., Any], **kwargs: Any) -> Any:
+        on_stage(_stage("matching"), 50)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    _engine(monkeypatch, killed)
+    job = _run(api, invoke_master, target, reference)
+    # Then the job failed with internal_error, saying memory
+    _assert_failed(job, "internal_error", stack)
+    assert "memory" in job["error"]["message"]
+    assert job["progress"]["percent"] == 50
+
+
+def _stage(name: str) -> Any:
+    from mastering.jobs.model import Stage
+
+    return Stage(name)
+
+
+def test_job_longer_than_the_function_timeout_fails_as_timeout(
+    api: ApiClient,
+    stack: Stack,
+    invoke_master: Callable[..., Any],
+    target: Path,
+    reference: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given an engine slower than the time the function has left
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(120)
+
+    _engine(monkeypatch, slow)
+    started = time.monotonic()
+    # When the master runs with 6 seconds left
+    job = _run(api, invoke_master, target, reference, remaining_s=6.0)
+    # Then it stopped the work before its deadline and failed the job as a timeout
+    assert time.monotonic() - started < 30
+    _assert_failed(job, "processing_timeout", stack)
+
+
+def _job_in_processing(api: ApiClient, target: Path) -> str:
+    """A job the master function took and then died on (uploads done, status processing)."""
+    from mastering.config import load_settings
+    from mastering.jobs.model import JobStatus, Stage
+    from mastering.jobs.store import DynamoJobStore
+
+    job_id, _ = create_and_upload(api, target, None, preset="warm")
+    store = DynamoJobStore(load_settings().jobs_table)
+    for old, new, stage in (
+        (JobStatus.AWAITING_UPLOAD, JobStatus.QUEUED, Stage.QUEUED),
+        (JobStatus.QUEUED, JobStatus.PROCESSING, Stage.MATCHING),
+    ):
+        assert (
+            store.transition(
+                job_id,
+                old,
+                new,
+                now="2026-01-01T00:00:00.000Z",
+                ttl=0,
+                stage=stage,
+                percent=40,
+                deadline_at=0,
+            )
+            is not None
+        )
+    return job_id
+
+
+@pytest.mark.parametrize(
+    ("lambda_error", "code"),
+    [
+        ("2026-11-23T10:15:01.998Z abc Task timed out after 900.00 seconds", "processing_timeout"),
+        ("RequestId: abc Error: Runtime exited with error: signal: killed", "internal_error"),
+    ],
+)
+def test_master_function_death_is_caught_by_the_on_failure_destination(
+    api: ApiClient, stack: Stack, target: Path, lambda_error: str, code: str
+) -> None:
+    # Given a job whose master invocation died (timeout or out of memory)
+    job_id = _job_in_processing(api, target)
+    record = copy.deepcopy(load_event("lifecycle-master-failure.json"))
+    record["requestPayload"] = s3_event_for(f"uploads/{job_id}/target", 1000)
+    record["responsePayload"] = {"errorMessage": lambda_error}
+    # When Lambda hands the failed event to the lifecycle function, twice
+    lifecycle = load_handler("presign", "lifecycle")
+    first = lifecycle.handler(record, FakeLambdaContext(30, "lifecycle"))
+    second = lifecycle.handler(record, FakeLambdaContext(30, "lifecycle"))
+    # Then the job failed once, with the reason Lambda gave
+    assert first == {"failed": [job_id]}
+    assert second == {"failed": []}
+    job = api.call("GET", f"/jobs/{job_id}").body
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == code
+
+
+def test_sweep_expires_abandoned_uploads_and_fails_overdue_jobs(
+    api: ApiClient, stack: Stack, target: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a job whose upload window has passed, and a job stuck in processing
+    monkeypatch.setenv("UPLOAD_WINDOW_S", "0")
+    abandoned = api.call("POST", "/jobs", body={"target": declare(target), "preset": "warm"})
+    stuck = _job_in_processing(api, target)
+    # When the scheduled sweep runs
+    lifecycle = load_handler("presign", "lifecycle")
+    report = lifecycle.handler(load_event("lifecycle-schedule.json"), FakeLambdaContext(30))
+    # Then the first expired and the second failed as a timeout
+    assert abandoned.body["job_id"] in report["expired"]
+    assert stuck in report["failed"]
+    expired = api.call("GET", f"/jobs/{abandoned.body['job_id']}").body
+    assert expired["status"] == "expired"
+    assert expired["error"]["code"] == "upload_expired"
+    assert api.call("GET", f"/jobs/{stuck}").body["error"]["code"] == "processing_timeout"
+
+
+def test_reading_an_overdue_job_expires_it_and_a_late_upload_is_ignored(
+    api: ApiClient,
+    stack: Stack,
+    invoke_master: Callable[..., Any],
+    target: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("UPLOAD_WINDOW_S", "0")
+    created = api.call("POST", "/jobs", body={"target": declare(target), "preset": "warm"}).body
+    assert api.call("GET", f"/jobs/{created['job_id']}").body["status"] == "expired"
+    # A late upload changes nothing
+    upload_file(created["uploads"]["target"], target)
+    result = invoke_master(s3_event_for(f"uploads/{created['job_id']}/target", 10))
+    assert result == {"jobs": {}}
+    assert api.call("GET", f"/jobs/{created['job_id']}").body["status"] == "expired"
+
+
+def test_objects_outside_the_upload_scheme_are_ignored(
+    api: ApiClient, invoke_master: Callable[..., Any]
+) -> None:
+    # Keys that are not uploads/{job_id}/{target|reference} never touch a job
+    for key in (
+        "uploads/not-a-job/target",
+        "results/x/mastered.wav",
+        "uploads/../../etc",
+        "uploads/3f0c1a52-7d1e-4b8e-9a61-2c4d5e6f7a8b/target/extra",
+    ):
+        assert invoke_master(s3_event_for(key, 10)) == {"jobs": {}}
+    # nor does an upload reported from another bucket
+    created = api.call("POST", "/jobs", body={"target": WAV_DECL, "preset": "warm"}).body
+    other = s3_event_for(f"uploads/{created['job_id']}/target", 10, bucket="someone-elses")
+    assert invoke_master(other) == {"jobs": {}}
+    assert api.call("GET", f"/jobs/{created['job_id']}").body["status"] == "awaiting_upload"
+
+
+WAV_DECL = {"filename": "a.wav", "size": 1000, "content_type": "audio/wav"}

@@ -1,0 +1,48 @@
+"""Steps of a job as a client and S3 take them, shared by the flow tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tests.conftest import ApiClient, s3_event_for
+
+
+def declare(path: Path, content_type: str = "audio/wav") -> dict[str, Any]:
+    return {"filename": path.name, "size": path.stat().st_size, "content_type": content_type}
+
+
+def upload_file(upload: dict[str, Any], path: Path) -> requests.Response:
+    """What a browser does with a presigned POST: a multipart form, file last."""
+    with path.open("rb") as handle:
+        return requests.post(
+            upload["url"],
+            data=upload["fields"],
+            files={"file": (path.name, handle, upload["fields"]["Content-Type"])},
+            timeout=30,
+        )
+
+
+def create_and_upload(
+    api: ApiClient, target: Path, reference: Path | None, **extra: Any
+) -> tuple[str, dict[str, int]]:
+    body: dict[str, Any] = {"target": declare(target), **extra}
+    if reference is not None:
+        body["reference"] = declare(reference)
+    created = api.call("POST", "/jobs", body=body)
+    assert created.status == 201, created.body
+    sizes = {}
+    for role, path in (("target", target), ("reference", reference)):
+        if path is None:
+            continue
+        response = upload_file(created.body["uploads"][role], path)
+        assert response.status_code in (200, 201, 204), response.text
+        sizes[role] = path.stat().st_size
+    return created.body["job_id"], sizes
+
+
+def deliver(invoke_master: Callable[..., Any], job_id: str, role: str, size: int) -> None:
+    invoke_master(s3_event_for(f"uploads/{job_id}/{role}", size))

@@ -103,6 +103,11 @@ class UploadMissing(MasteringError):
     http_status = 409
 
 
+class UploadExpired(MasteringError):
+    code = ErrorCode.UPLOAD_EXPIRED
+    http_status = 410
+
+
 class ProcessingTimeout(MasteringError):
     code = ErrorCode.PROCESSING_TIMEOUT
     http_status = 504
@@ -128,6 +133,7 @@ _BY_CODE: dict[ErrorCode, type[MasteringError]] = {
         IdenticalInputs,
         SilentAudio,
         UploadMissing,
+        UploadExpired,
         ProcessingTimeout,
         InternalError,
     )
@@ -138,5 +144,5 @@ def error_from_code(code: str, message: str) -> MasteringError:
     """Rebuild a typed error from its wire form (e.g. sent back by a worker process)."""
     try:
         return _BY_CODE[ErrorCode(code)](message)
-    except ValueError:
+    except (ValueError, KeyError):
         return InternalError(message)

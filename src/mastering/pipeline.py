@@ -52,6 +52,19 @@ def _rounded(value: float | None, digits: int = 2) -> float | None:
     return round(value, digits)
 
 
+def preload_engine() -> None:
+    """Import the engine's heavy modules (about 2 s, mostly matchering's statsmodels).
+
+    Called in the master function before it forks its worker: the forked child
+    inherits them, so only the first job of a container pays the import.
+    """
+    import mastering.audio.decode
+    import mastering.audio.encode
+    import mastering.audio.measure
+    import mastering.engine.matchering_adapter
+    import mastering.engine.preset_audio  # noqa: F401
+
+
 def master_files(request: MasteringRequest, on_progress: ProgressCallback) -> MasteringOutcome:
     # Heavy imports here, not at module import: the handler module must load fast.
     import numpy as np

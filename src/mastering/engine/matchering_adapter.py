@@ -11,7 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import matchering
 import numpy as np
+from matchering.checker import check, check_equality
+from matchering.log import ModuleError
+from matchering.stages import main
 
 from mastering.audio.decode import DecodedAudio
 from mastering.errors import (
@@ -56,10 +60,6 @@ def match_to_reference(
     on_stage: Callable[[Stage, int], None],
 ) -> tuple[np.ndarray, int]:
     """Master ``target`` to sound like ``reference``; returns (stereo float64, 44100)."""
-    import matchering
-    from matchering.checker import check, check_equality
-    from matchering.log import ModuleError
-    from matchering.stages import main
 
     def on_info(text: Any) -> None:
         code = str(text).split(":", 1)[0]

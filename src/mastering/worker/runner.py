@@ -61,6 +61,12 @@ def _default_master(request: MasteringRequest, on_progress: ProgressCallback) ->
     return master_files(request, on_progress)
 
 
+def _default_preload() -> None:
+    from mastering.pipeline import preload_engine
+
+    preload_engine()
+
+
 @dataclass(frozen=True)
 class WorkerPorts:
     settings: Settings
@@ -69,6 +75,7 @@ class WorkerPorts:
     master_timeout_s: int
     clock: Callable[[], datetime] = field(default=utc_now)
     master: MasterFn = field(default=_default_master)
+    preload: Callable[[], None] = field(default=_default_preload)
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,7 @@ def run_job(job: Job, *, remaining_s: Callable[[], float], ports: WorkerPorts) -
             max_duration_s=settings.max_duration_s,
             ffmpeg_path=settings.ffmpeg_path,
         )
+        ports.preload()
         remaining = remaining_s()
         master = ports.master
         outcome = run_isolated(

@@ -1,0 +1,1 @@
+"""Reading, measuring and writing audio: the numpy side of the master function."""

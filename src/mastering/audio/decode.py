@@ -1,0 +1,244 @@
+"""Turning an uploaded file into float32 samples, refusing what cannot be mastered.
+
+WAV, AIFF, FLAC, Ogg and MP3 go through libsndfile (soundfile), which reads the header
+first so an over-long file is refused before its samples are read. MP4/M4A, raw AAC and
+anything libsndfile cannot read go through ffmpeg, with the demuxer pinned to the kind
+the file's own bytes showed and only the ``file`` protocol allowed, so a crafted upload
+cannot make ffmpeg follow playlists or open URLs.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import soundfile as sf
+
+from mastering.audio import ffmpeg as _ffmpeg
+from mastering.audio.measure import all_finite, format_duration
+from mastering.audio.measure import validate_for_mastering as validate_for_mastering
+from mastering.audio.sniff import is_truncated, sniff_kind
+from mastering.errors import (
+    AudioTooLong,
+    InternalError,
+    InvalidAudio,
+    ProcessingTimeout,
+    UnsupportedFormat,
+)
+from mastering.formats import InputKind
+
+__all__ = ["DecodedAudio", "decode_audio", "validate_for_mastering"]
+
+logger = logging.getLogger(__name__)
+
+MAX_CHANNELS = 2
+# Below telephone quality nothing useful can be mastered; above 192 kHz one 15-minute
+# upload would need gigabytes of float32.
+MIN_SAMPLE_RATE = 8_000
+MAX_SAMPLE_RATE = 192_000
+# Decoding 15 minutes of AAC takes a few seconds; minutes mean a pathological file.
+DECODE_TIMEOUT_S = 180.0
+
+_SOUNDFILE_KINDS = frozenset(
+    {InputKind.WAV, InputKind.AIFF, InputKind.FLAC, InputKind.OGG, InputKind.MP3}
+)
+# ffmpeg demuxer for each kind; MP4/M4A is read by the QuickTime demuxer "mov".
+_DEMUXERS: dict[InputKind, str] = {
+    InputKind.WAV: "wav",
+    InputKind.AIFF: "aiff",
+    InputKind.FLAC: "flac",
+    InputKind.MP3: "mp3",
+    InputKind.OGG: "ogg",
+    InputKind.MP4: "mov",
+    InputKind.AAC: "aac",
+}
+_ACCEPTED = "WAV, AIFF, FLAC, MP3, Ogg (Vorbis or Opus), M4A or AAC"
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    samples: npt.NDArray[np.float32]  # (frames, channels), C-contiguous
+    sample_rate: int
+
+    def __post_init__(self) -> None:
+        if self.samples.ndim != 2 or self.sample_rate <= 0:
+            raise ValueError("DecodedAudio needs (frames, channels) samples and a positive rate")
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[1])
+
+    @property
+    def frames(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def decode_audio(
+    path: Path,
+    work_dir: Path,
+    *,
+    role: str,
+    max_duration_s: float,
+    ffmpeg_path: str | None = None,
+) -> DecodedAudio:
+    """Decode ``path`` to float32 samples.
+
+    ``role`` ("target" or "reference") names the file in every error. Raises InvalidAudio,
+    UnsupportedFormat or AudioTooLong for files the user must replace; minimum length and
+    silence are left to ``validate_for_mastering``. Temporary files go in ``work_dir`` and
+    are gone when this returns.
+    """
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InternalError(f"The {role} file could not be opened") from exc
+    if size == 0:
+        raise InvalidAudio(f"The {role} file is empty")
+    try:
+        kind = sniff_kind(path)
+    except OSError as exc:
+        raise InternalError(f"The {role} file could not be opened") from exc
+    if kind is None:
+        raise InvalidAudio(f"The {role} is not an audio file we can read; upload {_ACCEPTED} audio")
+    if kind in (InputKind.WAV, InputKind.AIFF) and is_truncated(path):
+        raise InvalidAudio(f"The {role} file is incomplete (cut off); upload it again")
+
+    audio: DecodedAudio | None = None
+    if kind in _SOUNDFILE_KINDS:
+        audio = _read_with_soundfile(path, role=role, max_duration_s=max_duration_s)
+    if audio is None:
+        audio = _read_with_ffmpeg(
+            path,
+            work_dir,
+            kind=kind,
+            role=role,
+            max_duration_s=max_duration_s,
+            ffmpeg_path=ffmpeg_path,
+        )
+    _check_samples(audio, role=role)
+    return audio
+
+
+def _read_with_soundfile(path: Path, *, role: str, max_duration_s: float) -> DecodedAudio | None:
+    """The decoded file, or None when libsndfile cannot read it and ffmpeg should try."""
+    try:
+        with sf.SoundFile(path) as handle:
+            # The header alone decides length, channels and rate, before any sample is read.
+            _check_shape(
+                channels=handle.channels,
+                sample_rate=handle.samplerate,
+                frames=handle.frames,
+                role=role,
+                max_duration_s=max_duration_s,
+            )
+            samples = handle.read(dtype="float32", always_2d=True)
+            rate = int(handle.samplerate)
+    except (sf.SoundFileError, RuntimeError) as exc:
+        # Opus in old libsndfile builds, MP3s with odd headers, damaged FLAC: ffmpeg's
+        # decoders are more forgiving, so they get a turn before the user is told no.
+        logger.info("soundfile could not read the %s (%s); trying ffmpeg", role, exc)
+        return None
+    return DecodedAudio(np.ascontiguousarray(samples, dtype=np.float32), rate)
+
+
+def _read_with_ffmpeg(
+    path: Path,
+    work_dir: Path,
+    *,
+    kind: InputKind,
+    role: str,
+    max_duration_s: float,
+    ffmpeg_path: str | None,
+) -> DecodedAudio:
+    # A name of our own: nothing from the upload reaches ffmpeg's output argument.
+    out = work_dir / f"decode-{uuid.uuid4().hex}.wav"
+    source = path.resolve()
+    args = [
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-protocol_whitelist",
+        "file",
+        "-f",
+        _DEMUXERS[kind],
+        # "file:" keeps a name with a colon or a leading dash from reading as a protocol
+        # or an option.
+        "-i",
+        f"file:{source}",
+        "-map",
+        "0:a:0",
+        # One second past the limit is enough to tell "too long" and bounds the work.
+        "-t",
+        f"{max_duration_s + 1.0:.3f}",
+        "-c:a",
+        "pcm_f32le",
+        "-rf64",
+        "auto",
+        "-f",
+        "wav",
+        "-n",
+        f"file:{out}",
+    ]
+    try:
+        try:
+            result = _ffmpeg.run_ffmpeg(args, ffmpeg_path=ffmpeg_path, timeout_s=DECODE_TIMEOUT_S)
+        except ProcessingTimeout as exc:
+            raise ProcessingTimeout(f"Decoding the {role} took too long") from exc
+        if result.returncode != 0 or not out.exists():
+            raise InvalidAudio(f"The {role} could not be decoded: {_reason(result.stderr, path)}")
+        try:
+            with sf.SoundFile(out) as handle:
+                _check_shape(
+                    channels=handle.channels,
+                    sample_rate=handle.samplerate,
+                    frames=handle.frames,
+                    role=role,
+                    max_duration_s=max_duration_s,
+                )
+                samples = handle.read(dtype="float32", always_2d=True)
+                rate = int(handle.samplerate)
+        except (sf.SoundFileError, RuntimeError) as exc:
+            logger.warning("ffmpeg's output for the %s was unreadable: %s", role, exc)
+            raise InvalidAudio(f"The {role} could not be decoded") from exc
+    finally:
+        out.unlink(missing_ok=True)
+    return DecodedAudio(np.ascontiguousarray(samples, dtype=np.float32), rate)
+
+
+def _reason(stderr: bytes, path: Path) -> str:
+    logger.warning("ffmpeg failed to decode an upload: %s", stderr[-2000:])
+    if b"matches no streams" in stderr:
+        return "it contains no audio"
+    return _ffmpeg.summarise_stderr(stderr, redact=(str(path), str(path.resolve())))
+
+
+def _check_shape(
+    *, channels: int, sample_rate: int, frames: int, role: str, max_duration_s: float
+) -> None:
+    if channels > MAX_CHANNELS:
+        raise UnsupportedFormat(
+            f"The {role} has {channels} channels; only mono and stereo are supported"
+        )
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise UnsupportedFormat(
+            f"The {role} has a sample rate of {sample_rate} Hz; "
+            f"{MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz is supported"
+        )
+    if frames / sample_rate > max_duration_s:
+        raise AudioTooLong(f"The {role} is longer than the {format_duration(max_duration_s)} limit")
+
+
+def _check_samples(audio: DecodedAudio, *, role: str) -> None:
+    if audio.frames == 0 or audio.channels == 0:
+        raise InvalidAudio(f"The {role} contains no audio")
+    if not all_finite(audio.samples):
+        raise InvalidAudio(f"The {role} contains invalid samples (NaN or infinity)")

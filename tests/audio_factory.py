@@ -1,0 +1,131 @@
+"""Synthetic test audio: small, deterministic, and shaped like music rather than test tones.
+
+Pure helpers, shared by every test that needs an audio file. Nothing here touches the
+service code except ``to_ffmpeg``, which uses the same ffmpeg the service would.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import soundfile as sf
+from scipy.signal import butter, lfilter
+
+from mastering.audio.ffmpeg import find_ffmpeg
+
+Samples = npt.NDArray[np.float32]
+
+
+def tone_mix(
+    seconds: float,
+    rate: int = 44_100,
+    channels: int = 2,
+    seed: int = 0,
+    *,
+    peak_dbfs: float = -6.0,
+) -> Samples:
+    """A music-like signal: a few harmonic "notes", low-passed noise and a plucked envelope.
+
+    Returns float32 shaped (frames, channels), peaking at ``peak_dbfs``. Channels differ
+    slightly (pan and noise) so stereo handling is exercised. The same seed gives the same
+    samples.
+    """
+    rng = np.random.default_rng(seed)
+    frames = round(seconds * rate)
+    t = np.arange(frames) / rate
+    fundamentals = rng.uniform(110.0, 330.0, size=3)
+    b, a = butter(2, min(4_000.0 / (rate / 2), 0.99))
+    # Notes every half second that decay, over a slow swell: neither flat nor gated.
+    beat = np.exp(-4.0 * np.mod(t, 0.5)) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.25 * t) ** 2)
+    out = np.empty((frames, channels), dtype=np.float64)
+    for channel in range(channels):
+        pan = 1.0 - 0.25 * channel / max(channels - 1, 1)
+        voice = np.zeros(frames)
+        for index, f0 in enumerate(fundamentals):
+            for harmonic in range(1, 6):
+                phase = rng.uniform(0, 2 * np.pi)
+                voice += np.sin(2 * np.pi * f0 * harmonic * t + phase) / (harmonic * (index + 1))
+        noise = lfilter(b, a, rng.standard_normal(frames))
+        out[:, channel] = pan * beat * (voice + 0.5 * noise)
+    peak = float(np.max(np.abs(out))) or 1.0
+    return (out * (10 ** (peak_dbfs / 20) / peak)).astype(np.float32)
+
+
+def sine(
+    seconds: float,
+    rate: int = 48_000,
+    *,
+    freq: float = 997.0,
+    amplitude: float = 0.5,
+    channels: int = 2,
+    phase: float = 0.0,
+) -> Samples:
+    """A sine of peak ``amplitude`` in every channel, shaped (frames, channels)."""
+    t = np.arange(round(seconds * rate)) / rate
+    wave = amplitude * np.sin(2 * np.pi * freq * t + phase)
+    return np.repeat(wave[:, None], channels, axis=1).astype(np.float32)
+
+
+def silence(seconds: float, rate: int = 44_100, channels: int = 2) -> Samples:
+    return np.zeros((round(seconds * rate), channels), dtype=np.float32)
+
+
+def write_wav(
+    path: Path, samples: npt.NDArray[np.floating], rate: int, subtype: str = "PCM_16"
+) -> Path:
+    """Write a WAV (``subtype`` "PCM_16", "PCM_24" or "FLOAT") and return its path."""
+    sf.write(path, samples, rate, subtype=subtype, format="WAV")
+    return path
+
+
+def write_audio(
+    path: Path,
+    samples: npt.NDArray[np.floating],
+    rate: int,
+    *,
+    container: str,
+    subtype: str | None = None,
+) -> Path:
+    """Write any container libsndfile knows ("WAV", "AIFF", "FLAC", "OGG", ...)."""
+    sf.write(path, samples, rate, format=container, subtype=subtype)
+    return path
+
+
+def to_ffmpeg(source: Path, dest: Path, *output_args: str) -> Path:
+    """Transcode ``source`` with ffmpeg, e.g. ``to_ffmpeg(wav, m4a, "-c:a", "aac")``."""
+    command = [
+        find_ffmpeg(None),
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-i",
+        str(source),
+        *output_args,
+        str(dest),
+    ]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+    return dest
+
+
+def best_correlation(
+    a: npt.NDArray[np.floating], b: npt.NDArray[np.floating], max_lag: int = 4_096
+) -> float:
+    """Peak normalised cross-correlation of the channel means within ``max_lag`` frames.
+
+    Lossy codecs delay and smear the signal; a high value still says "same audio".
+    """
+    x = np.asarray(a, dtype=np.float64).reshape(len(a), -1).mean(axis=1)
+    y = np.asarray(b, dtype=np.float64).reshape(len(b), -1).mean(axis=1)
+    n = min(len(x), len(y))
+    x, y = x[:n] - x[:n].mean(), y[:n] - y[:n].mean()
+    size = 1 << (2 * n - 1).bit_length()
+    spectrum = np.fft.rfft(x, size) * np.conj(np.fft.rfft(y, size))
+    xcorr = np.fft.irfft(spectrum, size)
+    lags = np.concatenate([xcorr[: max_lag + 1], xcorr[-max_lag:]])
+    norm = float(np.sqrt(np.dot(x, x) * np.dot(y, y))) or 1.0
+    return float(np.max(lags) / norm)

@@ -20,7 +20,6 @@ from mastering.errors import (
     ErrorCode,
     InternalError,
     InvalidAudio,
-    MasteringError,
     ProcessingTimeout,
     SilentAudio,
     UnsupportedFormat,

@@ -20,6 +20,7 @@ from mastering import SERVICE_NAME
 from mastering.config import load_settings
 from mastering.jobs.model import JobStatus
 from mastering.jobs.store import DynamoJobStore
+from mastering.notify.job_events import notifier_from_env
 from mastering.storage.objects import S3Storage
 from mastering.worker.runner import (
     UploadNotice,
@@ -39,11 +40,14 @@ def _ports(context: LambdaContext) -> WorkerPorts:
     # numba (pulled in by resampy) and matplotlib want a writable cache: only /tmp is.
     os.environ.setdefault("NUMBA_CACHE_DIR", str(settings.work_dir / "numba-cache"))
     timeout_s = int(os.environ.get("MASTER_TIMEOUT_S") or 900)
+    store = DynamoJobStore(settings.jobs_table)
+    storage = S3Storage()
     return WorkerPorts(
         settings=settings,
-        store=DynamoJobStore(settings.jobs_table),
-        storage=S3Storage(),
+        store=store,
+        storage=storage,
         master_timeout_s=timeout_s,
+        notifier=notifier_from_env(settings, storage, store),
     )
 
 

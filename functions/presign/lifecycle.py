@@ -18,16 +18,24 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from mastering import SERVICE_NAME
 from mastering.config import load_settings
 from mastering.jobs.store import DynamoJobStore
+from mastering.notify.job_events import notifier_from_env
 from mastering.storage.keys import parse_upload_key
+from mastering.storage.objects import S3Storage
 from mastering.worker.lifecycle import LifecyclePorts, fail_abandoned, sweep
 
 logger = Logger(service=SERVICE_NAME)
 tracer = Tracer(service=SERVICE_NAME)
 
 
-def _ports() -> LifecyclePorts:
+def _ports(context: LambdaContext) -> LifecyclePorts:
     settings = load_settings()
-    return LifecyclePorts(settings=settings, store=DynamoJobStore(settings.jobs_table))
+    store = DynamoJobStore(settings.jobs_table)
+    return LifecyclePorts(
+        settings=settings,
+        store=store,
+        notifier=notifier_from_env(settings, S3Storage(), store),
+        webhook_budget_s=lambda: min(30.0, context.get_remaining_time_in_millis() / 2000.0),
+    )
 
 
 def _job_ids_of(s3_event: dict[str, Any]) -> list[str]:
@@ -50,9 +58,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             response.get("errorMessage") or event["requestContext"].get("condition", "")
         )
         job_ids = _job_ids_of(event.get("requestPayload") or {})
-        ended = fail_abandoned(job_ids, error_message, ports=_ports())
+        ended = fail_abandoned(job_ids, error_message, ports=_ports(context))
         logger.info("master failure handled", extra={"jobs": job_ids, "failed": ended})
         return {"failed": ended}
-    report = sweep(ports=_ports())
+    report = sweep(ports=_ports(context))
     logger.info("sweep done", extra={"expired": report.expired, "failed": report.failed})
     return {"expired": report.expired, "failed": report.failed}

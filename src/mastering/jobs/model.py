@@ -131,6 +131,8 @@ class Job:
     metrics: dict[str, float | None] | None = None
     deadline_at: int = 0
     attempt_id: str | None = None
+    # How the job-ended webhook went (state, attempts, status_code); internal.
+    webhook: dict[str, Any] | None = None
 
     @property
     def required_roles(self) -> frozenset[InputRole]:
@@ -187,6 +189,7 @@ class Job:
             metrics=from_dynamo(metrics) if metrics else None,
             deadline_at=int(item.get("deadline_at", 0)),
             attempt_id=item.get("attempt_id"),
+            webhook=from_dynamo(item["webhook"]) if item.get("webhook") else None,
         )
 
 

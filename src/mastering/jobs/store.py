@@ -57,6 +57,8 @@ class JobStore(Protocol):
 
     def overdue(self, status: JobStatus, *, now_epoch: int, limit: int) -> list[str]: ...
 
+    def record_webhook(self, job_id: str, outcome: dict[str, Any]) -> None: ...
+
 
 def _condition_failed(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
@@ -200,3 +202,11 @@ class DynamoJobStore:
             Limit=limit,
         )
         return [str(item["job_id"]) for item in response.get("Items", [])]
+
+    def record_webhook(self, job_id: str, outcome: dict[str, Any]) -> None:
+        self._table.update_item(
+            Key={"job_id": job_id},
+            UpdateExpression="SET webhook = :outcome",
+            ConditionExpression="attribute_exists(job_id)",
+            ExpressionAttributeValues={":outcome": outcome},
+        )

@@ -150,17 +150,18 @@ def _download_name(job: Job, suffix: str, extension: str) -> str:
     return f"{stem}-mastered{suffix}.{extension}"
 
 
-def job_view(job: Job, *, ports: ApiPorts) -> dict[str, Any]:
+def job_view(
+    job: Job, *, settings: Settings, storage: ObjectStorage, now: datetime
+) -> dict[str, Any]:
     """The public body of a job, as GET /jobs/{id} and the webhook show it."""
-    settings = ports.settings
     results: dict[str, Any] = {}
     if job.status is JobStatus.SUCCEEDED:
-        expires_at = ports.clock() + timedelta(seconds=settings.result_url_ttl_s)
+        expires_at = now + timedelta(seconds=settings.result_url_ttl_s)
         for fmt, obj in job.results.items():
             spec = OUTPUT_SPECS[fmt]
             suffix = "-24bit" if fmt == "wav24" else ""
             results[str(fmt)] = {
-                "url": ports.storage.presign_get(
+                "url": storage.presign_get(
                     settings.results_bucket,
                     obj.key,
                     expires_s=settings.result_url_ttl_s,
@@ -185,4 +186,4 @@ def job_view(job: Job, *, ports: ApiPorts) -> dict[str, Any]:
 
 def get_job(job_id: str, *, owner: str, ports: ApiPorts) -> dict[str, Any]:
     job = expire_if_overdue(_load_owned(job_id, owner, ports.store), ports=ports)
-    return job_view(job, ports=ports)
+    return job_view(job, settings=ports.settings, storage=ports.storage, now=ports.clock())

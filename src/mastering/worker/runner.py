@@ -39,6 +39,7 @@ from mastering.jobs.model import (
     utc_now,
 )
 from mastering.jobs.store import JobStore
+from mastering.notify.job_events import JobNotifier, NoNotifier
 from mastering.pipeline import MasteringOutcome, MasteringRequest, ProgressCallback
 from mastering.service.jobs import ttl_for
 from mastering.storage.keys import parse_upload_key, result_key, upload_key
@@ -51,6 +52,8 @@ WORK_DIR_PREFIX = "mastering-job-"
 # After the master function's own timeout, how long before a job still queued or
 # processing is declared dead by the sweep.
 OVERDUE_GRACE_S = 120
+# Kept free after webhook retries so the invocation still returns on its own.
+_NOTIFY_MARGIN_S = 1.0
 
 MasterFn = Callable[[MasteringRequest, ProgressCallback], MasteringOutcome]
 
@@ -76,6 +79,7 @@ class WorkerPorts:
     clock: Callable[[], datetime] = field(default=utc_now)
     master: MasterFn = field(default=_default_master)
     preload: Callable[[], None] = field(default=_default_preload)
+    notifier: JobNotifier = field(default_factory=NoNotifier)
 
 
 @dataclass(frozen=True)
@@ -242,14 +246,18 @@ def run_job(job: Job, *, remaining_s: Callable[[], float], ports: WorkerPorts) -
             ports.storage.delete(settings.results_bucket, written)
             return store.get(job.job_id) or processing
         logger.info("job succeeded", extra={"job_id": job.job_id, "metrics": metrics})
-        return finished
+        ended = finished
     except MasteringError as error:
-        return _fail(processing, error, written, ports)
+        ended = _fail(processing, error, written, ports)
     except Exception:
         logger.exception("job failed unexpectedly", extra={"job_id": job.job_id})
-        return _fail(processing, InternalError("Mastering failed unexpectedly"), written, ports)
+        ended = _fail(processing, InternalError("Mastering failed unexpectedly"), written, ports)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if ended.status.is_terminal:
+        # After the outcome is stored: delivery can only ever add news, not change it.
+        ports.notifier.job_ended(ended, budget_s=remaining_s() - _NOTIFY_MARGIN_S)
+    return ended
 
 
 def _fail(job: Job, error: MasteringError, written: list[str], ports: WorkerPorts) -> Job:

@@ -1,0 +1,1 @@
+"""Telling the outside world that a job ended."""

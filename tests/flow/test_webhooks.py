@@ -245,7 +245,7 @@ def test_retries_on_500_429_and_network_errors_then_succeeds_with_one_message_id
 
 
 def test_gives_up_at_once_on_other_4xx() -> None:
-    sender, sent, _ = _sender("http://127.0.0.1:9/hook", [410])
+    sender, _sent, _ = _sender("http://127.0.0.1:9/hook", [410])
     outcome = sender.send("job.failed", {}, message_id="msg_y", budget_s=60)
     assert (outcome.state, outcome.attempts, outcome.status_code) == ("failed", 1, 410)
 

@@ -129,12 +129,18 @@ def expire_if_overdue(job: Job, *, ports: ApiPorts) -> Job:
     now = ports.clock()
     if job.status is not JobStatus.AWAITING_UPLOAD or now.timestamp() < job.deadline_at:
         return job
-    expired = ports.store.transition(
-        job.job_id,
+    expired = expire_job(job.job_id, store=ports.store, settings=ports.settings, now=now)
+    return expired or ports.store.get(job.job_id) or job
+
+
+def expire_job(job_id: str, *, store: JobStore, settings: Settings, now: datetime) -> Job | None:
+    """End a job whose uploads never completed; None if it was no longer waiting."""
+    return store.transition(
+        job_id,
         JobStatus.AWAITING_UPLOAD,
         JobStatus.EXPIRED,
         now=iso(now),
-        ttl=ttl_for(ports.settings, now),
+        ttl=ttl_for(settings, now),
         stage=Stage.EXPIRED,
         percent=0,
         error={
@@ -142,7 +148,6 @@ def expire_if_overdue(job: Job, *, ports: ApiPorts) -> Job:
             "message": "The uploads were not completed in time; create a new job",
         },
     )
-    return expired or ports.store.get(job.job_id) or job
 
 
 def _download_name(job: Job, suffix: str, extension: str) -> str:

@@ -20,7 +20,7 @@ from mastering.errors import ErrorCode
 from mastering.jobs.model import Job, JobStatus, Stage, iso, utc_now
 from mastering.jobs.store import JobStore
 from mastering.notify.job_events import JobNotifier, NoNotifier
-from mastering.service.jobs import ttl_for
+from mastering.service.jobs import expire_job, ttl_for
 
 logger = logging.getLogger(__name__)
 
@@ -94,19 +94,7 @@ def sweep(*, ports: LifecyclePorts) -> SweepReport:
     for job_id in ports.store.overdue(
         JobStatus.AWAITING_UPLOAD, now_epoch=epoch, limit=SWEEP_BATCH
     ):
-        done = ports.store.transition(
-            job_id,
-            JobStatus.AWAITING_UPLOAD,
-            JobStatus.EXPIRED,
-            now=iso(now),
-            ttl=ttl_for(ports.settings, now),
-            stage=Stage.EXPIRED,
-            percent=0,
-            error={
-                "code": str(ErrorCode.UPLOAD_EXPIRED),
-                "message": "The uploads were not completed in time; create a new job",
-            },
-        )
+        done = expire_job(job_id, store=ports.store, settings=ports.settings, now=now)
         if done is not None:
             expired.append(job_id)
     failed = []

@@ -256,7 +256,10 @@ def run_job(job: Job, *, remaining_s: Callable[[], float], ports: WorkerPorts) -
         shutil.rmtree(work, ignore_errors=True)
     if ended.status.is_terminal:
         # After the outcome is stored: delivery can only ever add news, not change it.
-        ports.notifier.job_ended(ended, budget_s=remaining_s() - _NOTIFY_MARGIN_S)
+        try:
+            ports.notifier.job_ended(ended, budget_s=remaining_s() - _NOTIFY_MARGIN_S)
+        except Exception:
+            logger.exception("job-ended notification failed", extra={"job_id": job.job_id})
     return ended
 
 

@@ -1,0 +1,168 @@
+"""In-memory stand-ins for the service's ports, for unit tests that need no AWS."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from mastering.formats import OutputFormat
+from mastering.jobs.model import (
+    InputRole,
+    Job,
+    JobStatus,
+    ResultObject,
+    Stage,
+    can_transition,
+)
+from mastering.storage.objects import ObjectInfo, PresignedPost
+
+
+class InMemoryJobStore:
+    """The JobStore port with the same conditional semantics as DynamoJobStore."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        self.webhooks: dict[str, dict[str, Any]] = {}
+
+    def create(self, job: Job, *, ttl: int) -> None:
+        if job.job_id in self.jobs:
+            raise KeyError(job.job_id)
+        self.jobs[job.job_id] = job
+
+    def get(self, job_id: str) -> Job | None:
+        job = self.jobs.get(job_id)
+        if job is not None and job_id in self.webhooks:
+            return dataclasses.replace(job, webhook=self.webhooks[job_id])
+        return job
+
+    def record_upload(self, job_id: str, role: InputRole, *, now: str, ttl: int) -> Job | None:
+        job = self.jobs.get(job_id)
+        if job is None or job.status is not JobStatus.AWAITING_UPLOAD:
+            return None
+        job = dataclasses.replace(job, uploaded=job.uploaded | {role}, updated_at=now)
+        self.jobs[job_id] = job
+        return job
+
+    def transition(
+        self,
+        job_id: str,
+        expected: JobStatus,
+        new: JobStatus,
+        *,
+        now: str,
+        ttl: int,
+        stage: Stage,
+        percent: int,
+        deadline_at: int | None = None,
+        error: dict[str, str] | None = None,
+        results: dict[OutputFormat, ResultObject] | None = None,
+        metrics: dict[str, float | None] | None = None,
+        attempt_id: str | None = None,
+    ) -> Job | None:
+        if not can_transition(expected, new):
+            raise ValueError(f"no transition from {expected} to {new}")
+        job = self.jobs.get(job_id)
+        if job is None or job.status is not expected:
+            return None
+        changes: dict[str, Any] = {
+            "status": new,
+            "updated_at": now,
+            "stage": stage,
+            "percent": percent,
+        }
+        for name, value in (
+            ("deadline_at", deadline_at),
+            ("error", error),
+            ("results", results),
+            ("metrics", metrics),
+            ("attempt_id", attempt_id),
+        ):
+            if value is not None:
+                changes[name] = value
+        job = dataclasses.replace(job, **changes)
+        self.jobs[job_id] = job
+        return job
+
+    def set_progress(
+        self, job_id: str, *, attempt_id: str, stage: Stage, percent: int, now: str
+    ) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None or job.status is not JobStatus.PROCESSING or job.attempt_id != attempt_id:
+            return False
+        self.jobs[job_id] = dataclasses.replace(job, stage=stage, percent=percent, updated_at=now)
+        return True
+
+    def overdue(self, status: JobStatus, *, now_epoch: int, limit: int) -> list[str]:
+        return [
+            j.job_id
+            for j in self.jobs.values()
+            if j.status is status and j.deadline_at <= now_epoch
+        ][:limit]
+
+    def record_webhook(self, job_id: str, outcome: dict[str, Any]) -> None:
+        self.webhooks[job_id] = outcome
+
+
+class FakeStorage:
+    """The ObjectStorage port over a dict of (bucket, key) -> bytes."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], bytes] = {}
+        self.downloads: list[str] = []
+        self.fail_uploads_after: int | None = None
+
+    def presign_post(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        content_type: str,
+        max_bytes: int,
+        expires_s: int,
+        now: datetime,
+    ) -> PresignedPost:
+        return PresignedPost(
+            url=f"https://{bucket}.s3.test/",
+            fields={"key": key, "Content-Type": content_type, "max": str(max_bytes)},
+            expires_at=now + timedelta(seconds=expires_s),
+        )
+
+    def presign_get(
+        self, bucket: str, key: str, *, expires_s: int, download_name: str, content_type: str
+    ) -> str:
+        return f"https://{bucket}.s3.test/{key}?download={download_name}"
+
+    def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        data = self.objects.get((bucket, key))
+        return None if data is None else ObjectInfo(size=len(data), content_type=None)
+
+    def download(self, bucket: str, key: str, dest: Path, *, max_bytes: int) -> str:
+        self.downloads.append(key)
+        dest.write_bytes(self.objects[(bucket, key)])
+        return "sha256-not-computed-by-the-fake"
+
+    def upload(self, bucket: str, key: str, source: Path, *, content_type: str) -> int:
+        if self.fail_uploads_after is not None:
+            if self.fail_uploads_after == 0:
+                raise ConnectionError("S3 is unreachable")
+            self.fail_uploads_after -= 1
+        data = source.read_bytes()
+        self.objects[(bucket, key)] = data
+        return len(data)
+
+    def delete(self, bucket: str, keys: list[str]) -> None:
+        for key in keys:
+            self.objects.pop((bucket, key), None)
+
+
+class RecordingNotifier:
+    def __init__(self, *, explode: bool = False) -> None:
+        self.ended: list[Job] = []
+        self.explode = explode
+
+    def job_ended(self, job: Job, *, budget_s: float) -> None:
+        self.ended.append(job)
+        if self.explode:
+            raise RuntimeError("notifier broke")

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: install test lint format typecheck pytest validate build clean
+.PHONY: install test lint format typecheck pytest edge-test validate build clean
 
 install: $(STAMP)
 
@@ -18,7 +18,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
-test: install lint typecheck pytest
+test: install lint typecheck pytest edge-test
+
+# The Supabase edge function's tests, with Deno from the `deno` npm package.
+edge-test:
+	npm ci --no-audit --no-fund
+	cd supabase/functions && DENO_DIR=../../.deno-cache ../../node_modules/.bin/deno test --frozen --allow-env --allow-net=127.0.0.1 --allow-read=.,../migrations
 
 pytest: install
 	$(PY) -m pytest
@@ -47,3 +52,20 @@ build: install
 
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
+
+# The local stack (see `mastering serve --help`): `make serve` runs it in the
+# foreground; `make demo` runs one synthetic job through it end to end and leaves
+# inputs and results in demo-output/ (git-ignored, safe to delete).
+.PHONY: demo serve
+
+demo: install
+	$(PY) -m mastering.devstack.demo --output-dir demo-output
+
+serve: install
+	$(VENV)/bin/mastering serve
+
+# Engine vs matchering.process, as separate processes (docs/engine.md). Takes ~15 min;
+# e.g. `make bench BENCH_ARGS="--lengths 3 --rounds 1"` for a quick look.
+.PHONY: bench
+bench: install
+	$(PY) bench/run.py $(BENCH_ARGS)

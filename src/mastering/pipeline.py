@@ -1,21 +1,31 @@
-"""Mastering of local files: decode → validate → match → encode → measure.
+"""Mastering of local files: decode → validate → analyse → match → encode → measure.
 
 The one pipeline behind the master function and the command-line tools. It
 knows nothing of S3 or jobs; progress goes through a callback and failures are
 typed errors.
+
+The reference is reduced to a ``ReferenceProfile`` first (or one is given, e.g. from a
+cache, and the reference file is never decoded), then freed: only one track is held
+in memory at a time, and the target is mastered in place.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from mastering.engine.profile import ReferenceProfile
 from mastering.errors import IdenticalInputs, UnknownPreset
-from mastering.formats import OUTPUT_SPECS, OutputFormat
+from mastering.formats import OutputFormat
 from mastering.jobs.model import Stage
 from mastering.presets import get_preset
+
+if TYPE_CHECKING:
+    from mastering.audio.decode import DecodedAudio
 
 ProgressCallback = Callable[[Stage, int], None]
 
@@ -30,12 +40,17 @@ class MasteringRequest:
     reference: Path | None = None
     preset_id: str | None = None
     ffmpeg_path: str | None = None
+    # A profile of the reference analysed earlier (e.g. cached by content hash and
+    # ENGINE_VERSION): when given, ``reference`` is not decoded at all.
+    reference_profile: ReferenceProfile | None = None
 
 
 @dataclass(frozen=True)
 class MasteringOutcome:
     files: dict[OutputFormat, Path]
     metrics: dict[str, float | None]
+    # The profile the target was mastered against, for the caller to cache.
+    reference_profile: ReferenceProfile | None = None
 
 
 def _sha256(path: Path) -> str:
@@ -53,32 +68,64 @@ def _rounded(value: float | None, digits: int = 2) -> float | None:
 
 
 def preload_engine() -> None:
-    """Import the engine's heavy modules (about 2 s, mostly matchering's statsmodels).
+    """Import the engine's modules (numpy, scipy, soundfile; about 0.3 s).
 
     Called in the master function before it forks its worker: the forked child
     inherits them, so only the first job of a container pays the import.
     """
     import mastering.audio.decode
-    import mastering.audio.encode
-    import mastering.audio.measure
     import mastering.engine.matchering_adapter
+    import mastering.engine.outputs
     import mastering.engine.preset_audio  # noqa: F401
+
+
+def _reference_profile(request: MasteringRequest) -> ReferenceProfile:
+    from mastering.engine.master import analyze_file
+    from mastering.engine.preset_audio import preset_profile
+
+    if request.reference_profile is not None:
+        return request.reference_profile
+    if request.reference is not None:
+        return analyze_file(
+            request.reference,
+            request.work_dir,
+            min_duration_s=request.min_duration_s,
+            max_duration_s=request.max_duration_s,
+            ffmpeg_path=request.ffmpeg_path,
+        )
+    preset = get_preset(request.preset_id or "")
+    if preset is None:
+        raise UnknownPreset(f"There is no preset '{request.preset_id}'")
+    return preset_profile(preset)
+
+
+def _same_audio(target: DecodedAudio, profile: ReferenceProfile) -> bool:
+    from mastering.engine.analysis import audio_fingerprint
+
+    shape = (target.sample_rate, target.frames, target.channels)
+    if shape != (profile.sample_rate, profile.frames, profile.channels):
+        return False
+    return audio_fingerprint(target) == profile.fingerprint
 
 
 def master_files(request: MasteringRequest, on_progress: ProgressCallback) -> MasteringOutcome:
     # Heavy imports here, not at module import: the handler module must load fast.
-    import numpy as np
-
-    from mastering.audio.decode import decode_audio, validate_for_mastering
-    from mastering.audio.encode import encode
-    from mastering.audio.measure import integrated_lufs, true_peak_dbtp
-    from mastering.engine.matchering_adapter import match_to_reference
-    from mastering.engine.preset_audio import render_preset
+    from mastering.audio.decode import decode_audio
+    from mastering.engine import matchering_adapter
+    from mastering.engine.checks import validate_decoded
+    from mastering.engine.loudness import to_db, true_peak
+    from mastering.engine.outputs import write_outputs
 
     on_progress(Stage.DECODING, 10)
-    if request.reference is not None and _sha256(request.target) == _sha256(request.reference):
+    if (
+        request.reference is not None
+        and request.reference_profile is None
+        and _sha256(request.target) == _sha256(request.reference)
+    ):
         raise IdenticalInputs("The target and the reference are the same file")
 
+    # The reference first: it is analysed and dropped before the target is decoded.
+    profile = _reference_profile(request)
     target = decode_audio(
         request.target,
         request.work_dir,
@@ -86,69 +133,41 @@ def master_files(request: MasteringRequest, on_progress: ProgressCallback) -> Ma
         max_duration_s=request.max_duration_s,
         ffmpeg_path=request.ffmpeg_path,
     )
-    validate_for_mastering(
+    validate_decoded(
         target,
         role="target",
         min_duration_s=request.min_duration_s,
         max_duration_s=request.max_duration_s,
     )
-    if request.reference is not None:
-        reference = decode_audio(
-            request.reference,
-            request.work_dir,
-            role="reference",
-            max_duration_s=request.max_duration_s,
-            ffmpeg_path=request.ffmpeg_path,
-        )
-        validate_for_mastering(
-            reference,
-            role="reference",
-            min_duration_s=request.min_duration_s,
-            max_duration_s=request.max_duration_s,
-        )
-    else:
-        preset = get_preset(request.preset_id or "")
-        if preset is None:
-            raise UnknownPreset(f"There is no preset '{request.preset_id}'")
-        reference = render_preset(preset)
-
-    if (
-        target.samples.shape == reference.samples.shape
-        and target.sample_rate == reference.sample_rate
-        and np.array_equal(target.samples, reference.samples)
-    ):
+    if _same_audio(target, profile):
         raise IdenticalInputs("The target and the reference are the same audio")
 
     on_progress(Stage.ANALYZING, 20)
-    target_lufs = integrated_lufs(target.samples, target.sample_rate)
-    reference_lufs = integrated_lufs(reference.samples, reference.sample_rate)
     duration_s = target.duration_s
-
-    on_progress(Stage.MATCHING, 30)
-    mastered, rate = match_to_reference(
-        target,
-        reference,
-        work_dir=request.work_dir,
-        max_duration_s=request.max_duration_s,
-        on_stage=on_progress,
+    # In place: the master overwrites the decoded target, so the track is held once.
+    result = matchering_adapter.match_to_reference(
+        target, profile, on_stage=on_progress, in_place=True
     )
-    del target, reference
+    del target
 
     on_progress(Stage.ENCODING, 80)
-    files: dict[OutputFormat, Path] = {}
-    for fmt in request.outputs:
-        files[fmt] = encode(
-            mastered,
-            rate,
-            fmt,
-            request.work_dir / f"out-{OUTPUT_SPECS[fmt].object_name}",
+    # The true-peak meter is FFT work and the writers are libsndfile calls: both let go
+    # of the GIL, so the meter runs beside the encoding on a second core.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        peak = pool.submit(true_peak, result.samples)
+        files = write_outputs(
+            result.samples,
+            result.sample_rate,
+            request.outputs,
+            request.work_dir,
             ffmpeg_path=request.ffmpeg_path,
         )
+        result_true_peak = to_db(peak.result())
     metrics: dict[str, float | None] = {
         "duration_s": _rounded(duration_s, 3),
-        "target_lufs": _rounded(target_lufs),
-        "reference_lufs": _rounded(reference_lufs),
-        "result_lufs": _rounded(integrated_lufs(mastered, rate)),
-        "result_true_peak_dbtp": _rounded(true_peak_dbtp(mastered, rate)),
+        "target_lufs": _rounded(result.target_lufs),
+        "reference_lufs": _rounded(profile.lufs),
+        "result_lufs": _rounded(result.result_lufs),
+        "result_true_peak_dbtp": _rounded(result_true_peak),
     }
-    return MasteringOutcome(files=files, metrics=metrics)
+    return MasteringOutcome(files=files, metrics=metrics, reference_profile=profile)

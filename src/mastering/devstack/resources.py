@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import boto3
+
 from mastering.config import Settings
 from mastering.jobs.store import STATUS_DEADLINE_INDEX
 from mastering.storage import aws
+from mastering.storage.keys import UPLOADS_PREFIX
 
 
 def _create_bucket(client: Any, name: str, region: str) -> None:
@@ -47,23 +50,70 @@ def create_jobs_table(table_name: str) -> None:
     )
 
 
+def _put_cors(client: Any, bucket: str, origins: tuple[str, ...], methods: list[str]) -> None:
+    client.put_bucket_cors(
+        Bucket=bucket,
+        CORSConfiguration={
+            "CORSRules": [
+                {
+                    "AllowedOrigins": list(origins),
+                    "AllowedMethods": methods,
+                    "AllowedHeaders": ["*"],
+                    "MaxAgeSeconds": 3000,
+                }
+            ]
+        },
+    )
+
+
 def create_resources(settings: Settings) -> None:
     s3 = aws.s3_client()
     region = s3.meta.region_name
     _create_bucket(s3, settings.uploads_bucket, region)
     _create_bucket(s3, settings.results_bucket, region)
     if settings.allowed_origins:
-        s3.put_bucket_cors(
-            Bucket=settings.uploads_bucket,
-            CORSConfiguration={
-                "CORSRules": [
-                    {
-                        "AllowedOrigins": list(settings.allowed_origins),
-                        "AllowedMethods": ["POST"],
-                        "AllowedHeaders": ["*"],
-                        "MaxAgeSeconds": 3000,
-                    }
-                ]
-            },
-        )
+        # Browsers POST uploads with the presigned form and fetch results by URL.
+        _put_cors(s3, settings.uploads_bucket, settings.allowed_origins, ["POST"])
+        _put_cors(s3, settings.results_bucket, settings.allowed_origins, ["GET", "HEAD"])
     create_jobs_table(settings.jobs_table)
+
+
+def create_upload_notifications(
+    settings: Settings, queue_name: str, *, visibility_timeout_s: int
+) -> str:
+    """Route the uploads bucket's ObjectCreated events under ``uploads/`` into a queue.
+
+    The local stand-in for template.yaml's S3 -> master function trigger: the
+    emulator delivers S3 notifications to SQS (not to a local process), and the
+    local stack's worker turns each message back into the S3 event. Returns the
+    queue URL. ``visibility_timeout_s`` is the queue's default; a consumer that
+    takes a message for long work should lengthen it for that message.
+    """
+    s3 = aws.s3_client()
+    sqs = boto3.client("sqs", region_name=s3.meta.region_name)
+    queue_url = str(
+        sqs.create_queue(
+            QueueName=queue_name,
+            Attributes={"VisibilityTimeout": str(min(visibility_timeout_s, 43_200))},
+        )["QueueUrl"]
+    )
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    s3.put_bucket_notification_configuration(
+        Bucket=settings.uploads_bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    # The id S3 puts in each record's configurationId (see events/).
+                    "Id": "MasterFunctionUploads",
+                    "QueueArn": queue_arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {
+                        "Key": {"FilterRules": [{"Name": "prefix", "Value": UPLOADS_PREFIX}]}
+                    },
+                }
+            ]
+        },
+    )
+    return queue_url

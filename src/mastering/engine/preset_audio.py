@@ -1,4 +1,4 @@
-"""Render a preset as a reference signal matchering can analyse.
+"""Render a preset as a reference signal, and analyse it into a profile.
 
 matchering derives from a reference only its loudest passages' average mid and
 side spectra and their RMS. Shaped noise with the preset's spectrum, loudness and
@@ -13,6 +13,7 @@ from functools import cache
 import numpy as np
 
 from mastering.audio.decode import DecodedAudio
+from mastering.engine.profile import ReferenceProfile
 from mastering.presets import Preset
 
 PRESET_SAMPLE_RATE = 44100
@@ -50,3 +51,11 @@ def render_preset(preset: Preset) -> DecodedAudio:
     stereo = np.stack([mid + side, mid - side], axis=1)
     stereo *= 10.0 ** (preset.rms_dbfs / 20.0) / np.sqrt(np.mean(stereo**2))
     return DecodedAudio(samples=stereo.astype(np.float32), sample_rate=PRESET_SAMPLE_RATE)
+
+
+@cache
+def preset_profile(preset: Preset) -> ReferenceProfile:
+    """The preset as a reference profile: rendered and analysed once per process."""
+    from mastering.engine.analysis import analyze
+
+    return analyze(render_preset(preset))

@@ -1,0 +1,1 @@
+"""Benchmark of the mastering engine against matchering (``make bench``)."""

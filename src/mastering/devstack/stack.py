@@ -1,0 +1,472 @@
+"""The whole service on one machine, running the same handlers as in AWS.
+
+- a moto server on ``host:s3_port`` stands in for S3, DynamoDB and SQS, with the
+  buckets and table of template.yaml, and the uploads bucket's ObjectCreated
+  notifications (prefix ``uploads/``) routed to a queue;
+- the presign function behind a local HTTP API (``http_gateway``);
+- ``workers`` master-function sandboxes (``s3_worker`` processes) fed from that
+  queue, with the lifecycle function as their on-failure destination;
+- the lifecycle function's sweep, every minute as the EventBridge schedule runs it.
+
+The handlers read their configuration from the environment, as in Lambda: the
+stack sets the same variable names in this process (the presign and lifecycle
+functions run here) and in the worker processes, and restores this process's
+environment when it stops. Used by ``mastering serve`` and by tests.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any
+
+from mastering import SERVICE_NAME
+from mastering.devstack import defaults
+from mastering.devstack.handlers import (
+    ACCOUNT_ID,
+    REGION,
+    STACK_NAME,
+    HandlersNotFound,
+    LocalLambdaContext,
+    functions_dir,
+    load_function,
+    unload_function,
+)
+from mastering.devstack.http_gateway import ApiGateway, CorsRules
+from mastering.devstack.processes import PortInUse, check_port_free, free_port, stop_process
+from mastering.devstack.s3_worker import (
+    RECEIVE_VISIBILITY_S,
+    crash_message,
+    failure_record,
+    read_in_flight,
+)
+
+logger = logging.getLogger("mastering.devstack.stack")
+
+# template.yaml: the presign function's and the lifecycle function's settings.
+PRESIGN_TIMEOUT_S = 15
+PRESIGN_MEMORY_MB = 512
+LIFECYCLE_TIMEOUT_S = 120
+LIFECYCLE_MEMORY_MB = 256
+
+# A worker that dies this soon after starting counts as crashing, not as worn out.
+_QUICK_DEATH_S = 10.0
+_MAX_RESTART_DELAY_S = 30.0
+
+# Variables that would send the handlers somewhere other than this stack.
+_CLEARED_ENV = (
+    "AWS_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_ENDPOINT_URL_SQS",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+    "API_KEY_PARAMETER",
+    "WEBHOOK_SECRET_PARAMETER",
+)
+
+__all__ = ["HandlersNotFound", "LocalStack", "PortInUse", "StackConfig", "StackError"]
+
+
+class StackError(Exception):
+    """The stack could not start; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class StackNames:
+    uploads_bucket: str = f"{STACK_NAME}-uploads"
+    results_bucket: str = f"{STACK_NAME}-results"
+    jobs_table: str = f"{STACK_NAME}-jobs"
+    upload_queue: str = f"{STACK_NAME}-upload-events"
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    host: str = defaults.LOCAL_HOST
+    # 0 picks a free port.
+    api_port: int = defaults.API_PORT
+    s3_port: int = defaults.S3_PORT
+    api_key: str = defaults.API_KEY
+    workers: int = 1
+    # The sandboxes' /tmp live under this; None: a temporary directory, removed at stop.
+    work_dir: Path | None = None
+    allowed_origins: tuple[str, ...] = defaults.ALLOWED_ORIGINS
+    master_timeout_s: int = defaults.MASTER_TIMEOUT_S
+    sweep_interval_s: float = 60.0
+    functions_dir: Path | None = None
+    # How long a worker may take to finish after being asked to stop.
+    stop_grace_s: float = 15.0
+    # Where job.succeeded / job.failed webhooks go (e.g. the edge function served
+    # locally by Supabase), signed with this secret. None: no webhooks.
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    names: StackNames = field(default_factory=StackNames)
+
+
+def _client_host(host: str) -> str:
+    # A wildcard bind address is not something a client can connect to.
+    return defaults.LOCAL_HOST if host in ("", "0.0.0.0", "::") else host  # noqa: S104
+
+
+def schedule_event() -> dict[str, Any]:
+    """The EventBridge scheduled event the lifecycle function's sweep runs on."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT_ID,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{STACK_NAME}-sweep"],
+        "detail": {},
+    }
+
+
+class LocalStack:
+    def __init__(self, config: StackConfig | None = None) -> None:
+        self.config = config or StackConfig()
+        self._gateway: ApiGateway | None = None
+        self._moto: Any = None
+        self._s3_port = self.config.s3_port
+        self._presign: ModuleType | None = None
+        self._lifecycle: ModuleType | None = None
+        self._workers: list[subprocess.Popen[bytes]] = []
+        self._queue_url = ""
+        self._functions = Path()
+        self._work_dir: Path | None = None
+        self._own_work_dir = False
+        self._saved_env: dict[str, str | None] = {}
+        self._stopping = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        # One invocation at a time, as in one warm Lambda sandbox: the handler
+        # modules keep the current event in module state (Powertools' resolver).
+        self._invoke_lock = threading.Lock()
+        # Per worker slot: when it was spawned, quick deaths in a row, next restart.
+        self._started_at: dict[int, float] = {}
+        self._crashes: dict[int, int] = {}
+        self._restart_at: dict[int, float] = {}
+        self.started = False
+
+    # ------------------------------------------------------------------ addresses
+
+    @property
+    def api_url(self) -> str:
+        assert self._gateway is not None, "start() first"
+        return f"http://{_client_host(self.config.host)}:{self._gateway.port}"
+
+    @property
+    def s3_url(self) -> str:
+        return f"http://{_client_host(self.config.host)}:{self._s3_port}"
+
+    @property
+    def work_dir(self) -> Path:
+        assert self._work_dir is not None, "start() first"
+        return self._work_dir
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live worker sandboxes."""
+        return [p.pid for p in self._workers if p.poll() is None]
+
+    def handler_env(self) -> dict[str, str]:
+        """The environment the functions get (template.yaml's names, local values)."""
+        names = self.config.names
+        webhook = {
+            "WEBHOOK_URL": self.config.webhook_url or "",
+            "WEBHOOK_SECRET": self.config.webhook_secret or "",
+            # Locally the receiver is on this machine, which deployed code refuses.
+            "WEBHOOK_ALLOW_LOOPBACK": "1" if self.config.webhook_url else "",
+        }
+        return {
+            **webhook,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ENDPOINT_URL": self.s3_url,
+            "JOBS_TABLE": names.jobs_table,
+            "UPLOADS_BUCKET": names.uploads_bucket,
+            "RESULTS_BUCKET": names.results_bucket,
+            "API_KEY": self.config.api_key,
+            "STAGE": "local",
+            "MASTER_TIMEOUT_S": str(self.config.master_timeout_s),
+            "ALLOWED_ORIGINS": ",".join(self.config.allowed_origins),
+            "WORK_DIR": str(self.work_dir / "functions"),
+            "POWERTOOLS_TRACE_DISABLED": "1",
+            "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+            "POWERTOOLS_METRICS_NAMESPACE": "SpectrumMastering",
+            "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start everything; on any failure, undo what was started and raise."""
+        if self.started or self._stopping.is_set():
+            raise StackError("a LocalStack starts once; make a new one")
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        self.started = True
+
+    def _start(self) -> None:
+        config = self.config
+        if config.workers < 1:
+            raise StackError("at least one worker is needed")
+        if config.webhook_url and not config.webhook_secret:
+            raise StackError("a webhook URL needs a webhook secret to sign with")
+        try:
+            self._functions = config.functions_dir or functions_dir()
+        except HandlersNotFound as error:
+            raise StackError(str(error)) from error
+        self._bind_ports()
+        self._start_moto()
+        self._prepare_work_dir()
+        self._apply_env()
+        from mastering.config import load_settings
+        from mastering.devstack.resources import create_resources, create_upload_notifications
+
+        settings = load_settings()
+        create_resources(settings)
+        self._queue_url = create_upload_notifications(
+            settings,
+            config.names.upload_queue,
+            visibility_timeout_s=RECEIVE_VISIBILITY_S,
+        )
+        self._presign = load_function(self._functions, "presign")
+        self._lifecycle = load_function(self._functions, "presign", "lifecycle")
+        for index in range(1, config.workers + 1):
+            self._workers.append(self._spawn_worker(index))
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="sweep", daemon=True)
+        self._sweeper.start()
+        # Last, so that an answer on /health means everything else is in place.
+        assert self._gateway is not None
+        self._gateway.start()
+        logger.info("local stack up: API %s, S3 %s", self.api_url, self.s3_url)
+
+    def _bind_ports(self) -> None:
+        config = self.config
+        if config.s3_port and config.s3_port == config.api_port:
+            raise StackError(f"the API and S3 ports must differ (both are {config.s3_port})")
+        self._s3_port = config.s3_port or free_port(config.host)
+        # Checked before moto starts: its server thread would hang on a taken port.
+        check_port_free(config.host, self._s3_port, what="S3 emulator")
+        cors = CorsRules(config.allowed_origins) if config.allowed_origins else None
+        try:
+            self._gateway = ApiGateway(config.host, config.api_port, self._invoke_api, cors=cors)
+        except OSError as error:
+            if config.api_port and error.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise PortInUse(config.host, config.api_port, "HTTP API") from error
+            where = f"{config.host}:{config.api_port}"
+            raise StackError(f"cannot listen on {where}: {error.strerror}") from error
+
+    def _start_moto(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        class GuardedMotoServer(ThreadedMotoServer):
+            """Reports a failed bind instead of leaving ``start()`` waiting forever."""
+
+            bind_error: OSError | None = None
+
+            def _server_entry(self) -> None:
+                try:
+                    super()._server_entry()
+                except OSError as error:
+                    self.bind_error = error
+                    self._server_ready_event.set()
+
+        # werkzeug logs every emulator request at INFO; the API's access log is enough.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        server = GuardedMotoServer(ip_address=self.config.host, port=self._s3_port, verbose=False)
+        server.start()
+        if server.bind_error is not None:
+            raise PortInUse(self.config.host, self._s3_port, "S3 emulator") from server.bind_error
+        self._moto = server
+
+    def _prepare_work_dir(self) -> None:
+        if self.config.work_dir is None:
+            self._work_dir = Path(tempfile.mkdtemp(prefix="mastering-local-"))
+            self._own_work_dir = True
+        else:
+            self._work_dir = self.config.work_dir.expanduser().resolve()
+            self._work_dir.mkdir(parents=True, exist_ok=True)
+        (self._work_dir / "functions").mkdir(exist_ok=True)
+
+    def _apply_env(self) -> None:
+        from mastering.storage import aws
+
+        for name in _CLEARED_ENV:
+            self._saved_env.setdefault(name, os.environ.pop(name, None))
+        for name, value in self.handler_env().items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+        # Cached boto3 clients would still point wherever they pointed before.
+        aws.reset_clients()
+
+    def _restore_env(self) -> None:
+        from mastering.storage import aws
+
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env.clear()
+        aws.reset_clients()
+
+    def _in_flight_file(self, index: int) -> Path:
+        return self.work_dir / f"worker-{index}.in-flight.json"
+
+    def _spawn_worker(self, index: int) -> subprocess.Popen[bytes]:
+        sandbox = self.work_dir / f"worker-{index}"
+        sandbox.mkdir(exist_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "mastering.devstack.s3_worker",
+            "--queue-url",
+            self._queue_url,
+            "--functions-dir",
+            str(self._functions),
+            "--name",
+            f"worker-{index}",
+            "--in-flight",
+            str(self._in_flight_file(index)),
+        ]
+        self._started_at[index - 1] = time.monotonic()
+        # The worker asks the kernel to end it with this process (--parent-pid), so a
+        # stack that is killed outright leaves no sandbox behind.
+        command += ["--parent-pid", str(os.getpid())]
+        return subprocess.Popen(
+            command, env={**os.environ, "WORK_DIR": str(sandbox)}, stdin=subprocess.DEVNULL
+        )
+
+    def supervise(self) -> None:
+        """Replace worker processes that died, as Lambda replaces a crashed sandbox.
+
+        One that keeps dying at once (say, a handler that no longer imports) is
+        restarted less and less often, up to every ``_MAX_RESTART_DELAY_S``.
+        """
+        if self._stopping.is_set():
+            return
+        now = time.monotonic()
+        for slot, process in enumerate(self._workers):
+            status = process.poll()
+            if status is None:
+                continue
+            if slot not in self._restart_at:
+                self._report_crash(slot + 1, status)
+                lived = now - self._started_at.get(slot, now)
+                crashes = self._crashes.get(slot, 0) + 1 if lived < _QUICK_DEATH_S else 1
+                self._crashes[slot] = crashes
+                delay = min(_MAX_RESTART_DELAY_S, 2.0 ** (crashes - 1))
+                logger.warning(
+                    "worker-%d exited with status %s; starting another in %.0f s",
+                    slot + 1,
+                    status,
+                    delay,
+                )
+                self._restart_at[slot] = now + delay
+            elif now >= self._restart_at[slot]:
+                del self._restart_at[slot]
+                self._workers[slot] = self._spawn_worker(slot + 1)
+
+    def _report_crash(self, index: int, status: int) -> None:
+        """Give the event a dead worker was handling to the on-failure destination."""
+        event = read_in_flight(self._in_flight_file(index))
+        if event is None or self._lifecycle is None:
+            return
+        message = crash_message(status)
+        logger.warning("worker-%d died during an invocation (%s)", index, message)
+        context = LocalLambdaContext(
+            "lifecycle", timeout_s=LIFECYCLE_TIMEOUT_S, memory_mb=LIFECYCLE_MEMORY_MB
+        )
+        try:
+            with self._invoke_lock:
+                self._lifecycle.handler(
+                    failure_record(event, message, "Runtime.ExitError"), context
+                )
+        except Exception:
+            logger.exception("the lifecycle function failed on the failure record")
+
+    def stop(self) -> None:
+        """Stop everything that was started; safe to call more than once."""
+        self._stopping.set()
+        if self._sweeper is not None:
+            self._sweeper.join()
+            self._sweeper = None
+        for process in self._workers:
+            status = stop_process(process, sig=signal.SIGTERM, grace_s=self.config.stop_grace_s)
+            if status not in (0, None):
+                logger.info("a worker ended with status %s", status)
+        self._workers.clear()
+        if self._gateway is not None:
+            self._gateway.stop()
+            self._gateway = None
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+        for module in (self._presign, self._lifecycle):
+            if module is not None:
+                unload_function(module)
+        self._presign = self._lifecycle = None
+        if self._saved_env:
+            self._restore_env()
+        if self._own_work_dir and self._work_dir is not None:
+            shutil.rmtree(self._work_dir, ignore_errors=True)
+            self._own_work_dir = False
+        self.started = False
+
+    # ------------------------------------------------------------------ functions
+
+    def _invoke_api(self, event: dict[str, Any]) -> Any:
+        assert self._presign is not None
+        context = LocalLambdaContext(
+            "presign", timeout_s=PRESIGN_TIMEOUT_S, memory_mb=PRESIGN_MEMORY_MB
+        )
+        with self._invoke_lock:
+            return self._presign.handler(event, context)
+
+    def sweep(self) -> Any:
+        """Run the lifecycle function's scheduled sweep once."""
+        assert self._lifecycle is not None
+        context = LocalLambdaContext(
+            "lifecycle", timeout_s=LIFECYCLE_TIMEOUT_S, memory_mb=LIFECYCLE_MEMORY_MB
+        )
+        with self._invoke_lock:
+            return self._lifecycle.handler(schedule_event(), context)
+
+    def _sweep_loop(self) -> None:
+        while not self._stopping.wait(self.config.sweep_interval_s):
+            try:
+                self.sweep()
+            except Exception:
+                logger.exception("the scheduled sweep failed")

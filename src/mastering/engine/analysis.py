@@ -1,0 +1,166 @@
+"""Level and spectrum analysis: what matchering's ``analyze_levels`` and ``get_fir``
+derive from a track, computed one 15-second piece at a time.
+
+matchering cuts a track (at 44.1 kHz) into equal pieces of at most 15 s, keeps those
+whose mid RMS is at least the RMS of all pieces' RMS values (the "loudest"), and uses
+their RMS and their average magnitude spectrum (4096-point boxcar frames, no overlap).
+Those are per-piece statistics, so each piece is read, measured and dropped: memory
+does not depend on the track's length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import scipy.fft
+
+from mastering.audio.decode import DecodedAudio
+from mastering.engine.checks import sample_peak
+from mastering.engine.dsp import (
+    BLOCK_FRAMES,
+    FFT_WORKERS,
+    Float64Array,
+    FloatArray,
+    PieceLayout,
+    internal_frames,
+    mid_side,
+)
+from mastering.engine.eq import fir_length
+from mastering.engine.loudness import LoudnessMeter
+from mastering.engine.params import FFT_SIZE, INTERNAL_RATE, MIN_VALUE, THRESHOLD
+from mastering.engine.profile import ReferenceProfile
+from mastering.errors import AudioTooShort
+
+
+@dataclass(frozen=True)
+class LevelAnalysis:
+    """One track's loudest-piece statistics; spectra on the 44.1 kHz analysis bins."""
+
+    layout: PieceLayout  # at the track's own rate
+    piece_rms: Float64Array
+    loudest: npt.NDArray[np.bool_]
+    match_rms: float
+    # Average |STFT| / FFT_SIZE of the loudest pieces (matchering's __average_fft).
+    mid_spectrum: Float64Array
+    side_spectrum: Float64Array
+    # Sample peak of the whole track, both channels.
+    peak: float
+
+
+def rms(values: Float64Array) -> float:
+    """matchering's rms(): root of the mean square."""
+    return float(np.sqrt(values @ values / values.shape[0]))
+
+
+def loudest_pieces(piece_rms: Float64Array) -> tuple[npt.NDArray[np.bool_], float]:
+    """Pieces at least as loud as the RMS of all pieces' RMS, and their RMS."""
+    loudest = piece_rms >= rms(piece_rms)
+    return loudest, rms(piece_rms[loudest])
+
+
+def frame_magnitude_sum(signal: FloatArray, frame: int) -> Float64Array:
+    """Sum over whole ``frame``-sample frames of |rfft| / frame (scipy.signal.stft's
+    "spectrum" scaling with a boxcar window, as matchering calls it)."""
+    frames = signal.shape[0] // frame
+    framed = signal[: frames * frame].reshape(frames, frame)
+    spectra = scipy.fft.rfft(framed, axis=1, workers=FFT_WORKERS)
+    total: Float64Array = np.abs(spectra).sum(axis=0, dtype=np.float64) / frame
+    return total
+
+
+def _on_internal_grid(spectrum: Float64Array, rate: int, frame: int) -> Float64Array:
+    """A spectrum measured with ``frame``-point FFTs at ``rate``, on matchering's
+    44.1 kHz / 4096-point bins (the bin spacing is nearly the same; interpolated).
+    Bins past the track's own Nyquist are empty, as in a resampled track."""
+    if rate == INTERNAL_RATE:
+        return spectrum
+    ours = np.arange(spectrum.shape[0]) * (rate / frame)
+    wanted = np.arange(FFT_SIZE // 2 + 1) * (INTERNAL_RATE / FFT_SIZE)
+    mapped: Float64Array = np.interp(wanted, ours, spectrum, right=0.0)
+    return mapped
+
+
+def analyze_levels(samples: FloatArray, rate: int, *, role: str) -> LevelAnalysis:
+    """Loudest-piece statistics of (frames, 1 | 2) ``samples`` at ``rate``.
+
+    matchering resamples to 44.1 kHz first. Here a track at another rate is measured
+    at its own rate, with pieces of the same duration and FFT frames of the same
+    duration (so the same bin spacing), and its spectra are mapped onto the 44.1 kHz
+    bins: no resampler, whose band edge would otherwise colour the top octave.
+    """
+    if internal_frames(samples.shape[0], rate) < FFT_SIZE:
+        raise AudioTooShort(f"The {role} is too short to master")
+    layout = PieceLayout.for_frames(internal_frames(samples.shape[0], rate))
+    if rate != INTERNAL_RATE:
+        layout = layout.scaled(samples.shape[0])
+    frame = fir_length(rate)
+    size = layout.piece_size
+    piece_rms = np.empty(layout.divisions)
+    mid_sums = np.empty((layout.divisions, frame // 2 + 1))
+    side_sums = np.empty_like(mid_sums)
+    for index in range(layout.divisions):
+        mid, side = mid_side(samples[index * size : (index + 1) * size])
+        piece_rms[index] = np.sqrt(mid @ mid / size)
+        # float32 FFTs: twice as fast, and ~1e-7 on an average spectrum is nothing.
+        mid_sums[index] = frame_magnitude_sum(mid.astype(np.float32), frame)
+        side_sums[index] = frame_magnitude_sum(side.astype(np.float32), frame)
+    loudest, match_rms = loudest_pieces(piece_rms)
+    averaged = int(np.count_nonzero(loudest)) * (size // frame)
+    return LevelAnalysis(
+        layout=layout,
+        piece_rms=piece_rms,
+        loudest=loudest,
+        match_rms=match_rms,
+        mid_spectrum=_on_internal_grid(mid_sums[loudest].sum(axis=0) / averaged, rate, frame),
+        side_spectrum=_on_internal_grid(side_sums[loudest].sum(axis=0) / averaged, rate, frame),
+        # The reference's normalisation needs the peak of the whole track.
+        peak=sample_peak(samples),
+    )
+
+
+def normalization_coefficient(peak: float) -> float:
+    """matchering's normalize_reference: a reference peaking under the limiter ceiling
+    is raised to it, and the master is later scaled down by the same factor."""
+    if peak < THRESHOLD:
+        return max(MIN_VALUE, peak / THRESHOLD)
+    return 1.0
+
+
+def audio_fingerprint(audio: DecodedAudio) -> str:
+    """sha256 of the decoded audio: rate, shape and float32 samples, in one pass."""
+    digest = hashlib.sha256()
+    digest.update(f"{audio.sample_rate}:{audio.frames}:{audio.channels}:".encode())
+    samples = np.ascontiguousarray(audio.samples, dtype=np.float32)
+    digest.update(samples.data.cast("B"))
+    return digest.hexdigest()
+
+
+def integrated_loudness(samples: FloatArray, rate: int) -> float | None:
+    """Integrated loudness (BS.1770-4, as pyloudnorm) measured block by block."""
+    meter = LoudnessMeter(rate, channels=samples.shape[1], frames=samples.shape[0])
+    for start in range(0, samples.shape[0], BLOCK_FRAMES):
+        meter.push(samples[start : start + BLOCK_FRAMES])
+    return meter.integrated()
+
+
+def analyze(reference: DecodedAudio) -> ReferenceProfile:
+    """The reference's profile: everything mastering against it needs."""
+    levels = analyze_levels(reference.samples, reference.sample_rate, role="reference")
+    coefficient = normalization_coefficient(levels.peak)
+    # matchering divides the reference by the coefficient before analysing it; spectra
+    # and RMS are linear in the signal, so dividing the results is the same.
+    return ReferenceProfile(
+        mid_spectrum=tuple((levels.mid_spectrum / coefficient).tolist()),
+        side_spectrum=tuple((levels.side_spectrum / coefficient).tolist()),
+        match_rms=levels.match_rms / coefficient,
+        amplitude_coefficient=coefficient,
+        sample_rate=reference.sample_rate,
+        channels=reference.channels,
+        frames=reference.frames,
+        lufs=integrated_loudness(reference.samples, reference.sample_rate),
+        peak=levels.peak,
+        fingerprint=audio_fingerprint(reference),
+    )

@@ -1,0 +1,96 @@
+"""The matching EQ: matchering's ``get_fir``, designed at the target's own rate.
+
+matchering divides the reference's average spectrum by the target's, smooths the
+ratio on a log-frequency grid (cubic interpolation, LOWESS, back to linear), and
+turns it into a 4096-tap linear-phase FIR (Hann-windowed) at 44.1 kHz. Here the
+smoothed curve, a function of frequency, is sampled on the FFT grid of the target's
+rate instead: at 44.1 kHz the taps are matchering's own; elsewhere the filter has the
+same response and timing up to 93 % of the lower Nyquist and fades out above it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.interpolate import interp1d
+from scipy.signal.windows import hann
+
+from mastering.engine.dsp import Float64Array
+from mastering.engine.lowess import lowess
+from mastering.engine.params import (
+    FFT_SIZE,
+    INTERNAL_RATE,
+    LIN_LOG_OVERSAMPLING,
+    LOWESS_DELTA,
+    LOWESS_FRAC,
+    MIN_VALUE,
+)
+
+_NYQUIST = INTERNAL_RATE * 0.5
+_RELIABLE_BAND = 0.93
+_BAND_EDGE = 0.99
+
+
+def matching_ratio(reference: Float64Array, target: Float64Array) -> Float64Array:
+    """Per-bin gain that turns the target's average spectrum into the reference's."""
+    ratio: Float64Array = reference / np.maximum(MIN_VALUE, target)
+    return ratio
+
+
+def _linear_grid() -> Float64Array:
+    grid: Float64Array = _NYQUIST * np.linspace(0, 1, FFT_SIZE // 2 + 1)
+    return grid
+
+
+def _log_grid() -> Float64Array:
+    points = (FFT_SIZE // 2) * LIN_LOG_OVERSAMPLING + 1
+    grid: Float64Array = _NYQUIST * np.logspace(np.log10(4 / FFT_SIZE), 0, points)
+    return grid
+
+
+def smoothed_curve(ratio: Float64Array) -> interp1d:
+    """The ratio smoothed as matchering does, as a function of frequency in Hz."""
+    log_grid = _log_grid()
+    on_log_grid = interp1d(_linear_grid(), ratio, "cubic")(log_grid)
+    smoothed = lowess(
+        on_log_grid, np.linspace(0, 1, on_log_grid.shape[0]), frac=LOWESS_FRAC, delta=LOWESS_DELTA
+    )
+    return interp1d(log_grid, smoothed, "cubic", fill_value="extrapolate")
+
+
+def fir_length(rate: int) -> int:
+    """Taps at ``rate`` spanning matchering's 4096 taps at 44.1 kHz (even, like it)."""
+    if rate == INTERNAL_RATE:
+        return FFT_SIZE
+    return 2 * round(FFT_SIZE / 2 * rate / INTERNAL_RATE)
+
+
+def design_fir(ratio: Float64Array, rate: int) -> Float64Array:
+    """Linear-phase FIR at ``rate`` whose response is the smoothed ``ratio``."""
+    length = fir_length(rate)
+    curve = smoothed_curve(ratio)
+    if rate == INTERNAL_RATE:
+        response = curve(_linear_grid())
+    else:
+        frequencies = rate * 0.5 * np.linspace(0, 1, length // 2 + 1)
+        # matchering resamples such a target to 44.1 kHz first, so its master has
+        # nothing above ~21 kHz. Up to 93 % of the lower Nyquist the curve is used as is;
+        # above, its gain there fades out (raised cosine to 99 %), like the band edge of
+        # matchering's resampling.
+        nyquist = min(_NYQUIST, rate * 0.5)
+        reliable = _RELIABLE_BAND * nyquist
+        response = curve(np.minimum(frequencies, reliable))
+        fade = (frequencies - reliable) / ((_BAND_EDGE - _RELIABLE_BAND) * nyquist)
+        response *= 0.5 * (1.0 + np.cos(np.pi * np.clip(fade, 0.0, 1.0)))
+    # matchering: no DC, and the lowest bin (about 10.8 Hz) left unsmoothed.
+    response[0] = 0.0
+    response[1] = ratio[1]
+    if rate != INTERNAL_RATE:
+        # An even-length FIR used with "same" delays the output by one sample; for
+        # matchering that is one 44.1 kHz sample. Keep that timing at other rates with
+        # a (band-limited, fractional) extra delay of rate / 44100 - 1 samples.
+        delay = rate / INTERNAL_RATE - 1.0
+        bins = np.arange(response.shape[0])
+        response = response * np.exp(-2j * np.pi * bins * delay / length)
+    fir = np.fft.ifftshift(np.fft.irfft(response, n=length))
+    shaped: Float64Array = fir * hann(length)
+    return shaped

@@ -1,0 +1,275 @@
+"""The engine: analyse a reference once, master any number of targets against it.
+
+``analyze`` (in ``analysis``) turns a reference into a ``ReferenceProfile``;
+``master`` applies a profile to a target in five named stages, each a pass over
+the track in blocks:
+
+1. ``analyze_levels``: the target's loudest pieces at 44.1 kHz (as the reference's);
+2. ``design_fir``: mid and side matching EQs at the target's rate;
+3. ``convolve_stage``: the EQs applied, output stored as mid/side float32, with
+   per-piece energy and peak of the result's mid, and the target's loudness;
+4. ``correct_levels``: matchering's four RMS corrections, from those statistics
+   (re-reading only pieces that would clip);
+5. ``limit_stage``: the limiter and final gain, mid/side back to left/right in place.
+
+The output is float32 stereo at the target's own rate. With ``in_place`` it is
+written over a stereo target's samples, so the track is held only once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mastering.audio.decode import DecodedAudio, decode_audio
+from mastering.engine.analysis import LevelAnalysis, analyze, analyze_levels, loudest_pieces
+from mastering.engine.checks import validate_decoded
+from mastering.engine.dsp import (
+    BLOCK_FRAMES,
+    FirStream,
+    Float32Array,
+    Float64Array,
+    FloatArray,
+    PieceLayout,
+    mid_side,
+)
+from mastering.engine.eq import design_fir, matching_ratio
+from mastering.engine.limiter import design_limiter, gain_envelope, hard_clip_gain, limiter_needed
+from mastering.engine.loudness import LoudnessMeter
+from mastering.engine.params import MIN_VALUE, RMS_CORRECTION_STEPS
+from mastering.engine.profile import ReferenceProfile
+
+ProgressFn = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class MasterOptions:
+    block_frames: int = BLOCK_FRAMES
+    # Overwrite a stereo target's samples with the master (no second copy of the track).
+    in_place: bool = False
+
+
+@dataclass(frozen=True)
+class MasterResult:
+    samples: Float32Array  # (frames, 2) at sample_rate, the target's rate
+    sample_rate: int
+    target_lufs: float | None
+    result_lufs: float | None
+    limited: bool
+
+
+@dataclass(frozen=True)
+class ConvolvedStats:
+    """What the level corrections need of the EQ'd mid, per piece at the target rate."""
+
+    layout: PieceLayout
+    energy: Float64Array  # sum of squares of the EQ'd mid in each piece
+    peak: Float64Array  # its largest absolute value in each piece
+    stereo_peak: float  # max |mid| + |side|: the largest |left| or |right|
+
+
+def _no_progress(_: float) -> None:
+    return None
+
+
+def analyze_file(
+    path: Path,
+    work_dir: Path,
+    *,
+    min_duration_s: float,
+    max_duration_s: float,
+    ffmpeg_path: str | None = None,
+) -> ReferenceProfile:
+    """Decode, validate and analyse a reference file (typed errors name the reference)."""
+    reference = decode_audio(
+        path, work_dir, role="reference", max_duration_s=max_duration_s, ffmpeg_path=ffmpeg_path
+    )
+    validate_decoded(
+        reference, role="reference", min_duration_s=min_duration_s, max_duration_s=max_duration_s
+    )
+    return analyze(reference)
+
+
+def master(
+    target: DecodedAudio,
+    profile: ReferenceProfile,
+    options: MasterOptions | None = None,
+    *,
+    on_progress: ProgressFn | None = None,
+) -> MasterResult:
+    """Master ``target`` to sound like the reference ``profile`` describes."""
+    options = options or MasterOptions()
+    progress = on_progress or _no_progress
+    rate, frames = target.sample_rate, target.frames
+    levels = analyze_levels(target.samples, rate, role="target")
+    progress(0.15)
+    gain = profile.match_rms / max(MIN_VALUE, levels.match_rms)
+    mid_fir, side_fir = design_firs(profile, levels, gain, rate)
+    progress(0.2)
+    if options.in_place and target.channels == 2:
+        out = target.samples
+    else:
+        out = np.empty((frames, 2), dtype=np.float32)
+    target_meter = LoudnessMeter(rate, channels=target.channels, frames=frames)
+    stats = convolve_stage(
+        target.samples,
+        out,
+        mid_fir,
+        side_fir,
+        levels.layout,
+        target_meter,
+        options.block_frames,
+    )
+    progress(0.6)
+    gain = correct_levels(out[:, 0], stats, gain, profile.match_rms, options.block_frames)
+    progress(0.7)
+    result_meter = LoudnessMeter(rate, channels=2, frames=frames)
+    limited = limit_stage(
+        out,
+        gain,
+        profile.amplitude_coefficient,
+        rate,
+        stats.stereo_peak,
+        result_meter,
+        options.block_frames,
+    )
+    progress(1.0)
+    return MasterResult(
+        samples=out,
+        sample_rate=rate,
+        target_lufs=target_meter.integrated(),
+        result_lufs=result_meter.integrated(),
+        limited=limited,
+    )
+
+
+def design_firs(
+    profile: ReferenceProfile, levels: LevelAnalysis, gain: float, rate: int
+) -> tuple[Float64Array, Float64Array]:
+    """Mid and side matching FIRs; the target's spectra count at its matched level."""
+    mid = matching_ratio(np.asarray(profile.mid_spectrum), levels.mid_spectrum * gain)
+    side = matching_ratio(np.asarray(profile.side_spectrum), levels.side_spectrum * gain)
+    return design_fir(mid, rate), design_fir(side, rate)
+
+
+def convolve_stage(
+    source: FloatArray,
+    out: Float32Array,
+    mid_fir: Float64Array,
+    side_fir: Float64Array,
+    layout: PieceLayout,
+    meter: LoudnessMeter,
+    block: int,
+) -> ConvolvedStats:
+    """EQ the target's mid and side (``fftconvolve(..., "same")``) into ``out``.
+
+    Outputs trail inputs by half the FIR, so writing them over the source (in place)
+    only ever overwrites frames already read.
+    """
+    frames = source.shape[0]
+    stream = FirStream(np.stack([mid_fir, side_fir], axis=1), in_channels=2)
+    offset = (stream.length - 1) // 2
+    energy = np.zeros(layout.divisions)
+    peak = np.zeros(layout.divisions)
+    stereo_peak = 0.0
+
+    def store(full: Float32Array, first: int) -> None:
+        nonlocal stereo_peak
+        lo, hi = max(first - offset, 0), min(first - offset + full.shape[0], frames)
+        if hi <= lo:
+            return
+        part = full[lo - (first - offset) : hi - (first - offset)]
+        out[lo:hi] = part
+        _accumulate_pieces(part[:, 0], lo, layout, energy, peak)
+        stereo_peak = max(stereo_peak, float(np.max(np.abs(part[:, 0]) + np.abs(part[:, 1]))))
+
+    for start in range(0, frames, block):
+        chunk = source[start : start + block]
+        meter.push(chunk)  # before an in-place write can reach it
+        mid, side = mid_side(chunk)
+        store(stream.push(np.stack([mid, side], axis=1)), start)
+    # The last half-FIR of outputs needs inputs past the end: zeros, as fftconvolve.
+    store(stream.push(np.zeros((offset, 2), dtype=np.float32)), frames)
+    return ConvolvedStats(layout, energy, peak, stereo_peak)
+
+
+def _accumulate_pieces(
+    values: Float32Array, first: int, layout: PieceLayout, energy: Float64Array, peak: Float64Array
+) -> None:
+    size = layout.piece_size
+    stop = min(first + values.shape[0], layout.covered)
+    position = first
+    while position < stop:
+        index = position // size
+        end = min((index + 1) * size, stop)
+        part = values[position - first : end - first].astype(np.float64)
+        energy[index] += part @ part
+        peak[index] = max(peak[index], float(np.max(np.abs(part))))
+        position = end
+
+
+def correct_levels(
+    mid: Float32Array, stats: ConvolvedStats, gain: float, reference_rms: float, block: int
+) -> float:
+    """matchering's RMS correction steps: bring the loudest pieces of the clipped
+    result's mid to the reference's RMS. Returns the total gain on the EQ'd signal."""
+    size = stats.layout.piece_size
+    for _ in range(RMS_CORRECTION_STEPS):
+        energy = gain * gain * stats.energy
+        # Only pieces that would clip at this gain need their samples again.
+        for index in np.flatnonzero(gain * stats.peak > 1.0):
+            energy[index] = _clipped_energy(mid[index * size : (index + 1) * size], gain, block)
+        _, match_rms = loudest_pieces(np.sqrt(energy / size))
+        gain *= reference_rms / max(MIN_VALUE, match_rms)
+    return gain
+
+
+def _clipped_energy(values: Float32Array, gain: float, block: int) -> float:
+    total = 0.0
+    for start in range(0, values.shape[0], block):
+        scaled = values[start : start + block].astype(np.float64) * gain
+        np.clip(scaled, -1.0, 1.0, out=scaled)
+        total += float(scaled @ scaled)
+    return total
+
+
+def limit_stage(
+    out: Float32Array,
+    gain: float,
+    coefficient: float,
+    rate: int,
+    stereo_peak: float,
+    meter: LoudnessMeter,
+    block: int,
+) -> bool:
+    """Mid/side in ``out`` → limited, scaled left/right in place. True if it limited."""
+    frames = out.shape[0]
+
+    def left_right(start: int, stop: int) -> tuple[Float64Array, Float64Array]:
+        mid = out[start:stop, 0].astype(np.float64)
+        side = out[start:stop, 1].astype(np.float64)
+        return (mid + side) * gain, (mid - side) * gain
+
+    def hard_clip(start: int, stop: int) -> Float64Array:
+        left, right = left_right(start, stop)
+        return hard_clip_gain(np.maximum(np.abs(left), np.abs(right)))
+
+    def write(start: int, stop: int, envelope: Float64Array | None) -> None:
+        left, right = left_right(start, stop)
+        if envelope is not None:
+            left *= envelope
+            right *= envelope
+        out[start:stop, 0] = left * coefficient
+        out[start:stop, 1] = right * coefficient
+        meter.push(out[start:stop])
+
+    if not limiter_needed(gain * stereo_peak):
+        for start in range(0, frames, block):
+            write(start, min(start + block, frames), None)
+        return False
+    for start, stop, envelope in gain_envelope(hard_clip, frames, design_limiter(rate), block):
+        write(start, stop, envelope)
+    return True

@@ -1,0 +1,96 @@
+"""The pipeline with reference profiles: cache-ready, identical inputs still caught."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mastering.audio.encode import encode
+from mastering.engine.master import analyze_file
+from mastering.engine.outputs import write_outputs
+from mastering.errors import AudioTooShort, IdenticalInputs, SilentAudio
+from mastering.formats import OutputFormat
+from mastering.jobs.model import Stage
+from mastering.pipeline import MasteringRequest, master_files
+from tests.audio_factory import silence, tone_mix, write_wav
+
+pytestmark = pytest.mark.slow
+RATE = 44_100
+
+
+def _request(tmp_path: Path, target: Path, **fields: object) -> MasteringRequest:
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    return MasteringRequest(
+        target=target,
+        outputs=(OutputFormat.WAV16, OutputFormat.FLAC),
+        work_dir=work,
+        min_duration_s=1.0,
+        max_duration_s=900.0,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def _noop(stage: Stage, percent: int) -> None:
+    return None
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    target = write_wav(tmp_path / "t.wav", tone_mix(6.0, 48_000, seed=1, peak_dbfs=-16.0), 48_000)
+    reference = write_wav(tmp_path / "r.wav", tone_mix(6.0, RATE, seed=2, peak_dbfs=-1.0), RATE)
+    return target, reference
+
+
+def test_a_cached_profile_replaces_the_reference_file(
+    tmp_path: Path, files: tuple[Path, Path]
+) -> None:
+    target, reference = files
+    first = master_files(_request(tmp_path, target, reference=reference), _noop)
+    assert first.reference_profile is not None
+    profile = type(first.reference_profile).from_bytes(first.reference_profile.to_bytes())
+    reference.unlink()  # never read again
+    second = master_files(_request(tmp_path, target, reference_profile=profile), _noop)
+    assert second.reference_profile == profile
+    assert second.metrics == first.metrics
+    wav, rate = sf.read(second.files[OutputFormat.WAV16], always_2d=True)
+    assert rate == 48_000
+    assert wav.shape[0] == 6 * 48_000
+
+
+def test_identical_audio_is_refused_even_with_a_profile(
+    tmp_path: Path, files: tuple[Path, Path]
+) -> None:
+    _, reference = files
+    profile = analyze_file(reference, tmp_path, min_duration_s=1.0, max_duration_s=900.0)
+    same_audio = write_wav(
+        tmp_path / "copy.wav", sf.read(reference, dtype="float32", always_2d=True)[0], RATE
+    )
+    with pytest.raises(IdenticalInputs):
+        master_files(_request(tmp_path, same_audio, reference_profile=profile), _noop)
+
+
+def test_reference_validation_errors_name_the_reference(tmp_path: Path) -> None:
+    short = write_wav(tmp_path / "short.wav", tone_mix(0.5, RATE), RATE)
+    quiet = write_wav(tmp_path / "quiet.wav", silence(3.0, RATE), RATE)
+    with pytest.raises(AudioTooShort, match="reference"):
+        analyze_file(short, tmp_path, min_duration_s=1.0, max_duration_s=900.0)
+    with pytest.raises(SilentAudio, match="reference"):
+        analyze_file(quiet, tmp_path, min_duration_s=1.0, max_duration_s=900.0)
+
+
+@pytest.mark.parametrize("fmt", [OutputFormat.WAV16, OutputFormat.WAV24, OutputFormat.FLAC])
+def test_streamed_outputs_equal_encode(tmp_path: Path, fmt: OutputFormat) -> None:
+    samples = tone_mix(3.0, RATE, seed=3, peak_dbfs=0.5)  # a little over full scale
+    streamed_dir, whole_dir = tmp_path / "a", tmp_path / "b"
+    streamed_dir.mkdir()
+    whole_dir.mkdir()
+    streamed = write_outputs(samples, RATE, (fmt,), streamed_dir, block_frames=10_000)[fmt]
+    whole = encode(samples, RATE, fmt, whole_dir / streamed.name)
+    a, _ = sf.read(streamed, dtype="int32")
+    b, _ = sf.read(whole, dtype="int32")
+    np.testing.assert_array_equal(a, b)
+    assert sf.info(streamed).subtype == sf.info(whole).subtype

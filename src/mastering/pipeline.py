@@ -111,8 +111,8 @@ def _same_audio(target: DecodedAudio, profile: ReferenceProfile) -> bool:
 def master_files(request: MasteringRequest, on_progress: ProgressCallback) -> MasteringOutcome:
     # Heavy imports here, not at module import: the handler module must load fast.
     from mastering.audio.decode import decode_audio
+    from mastering.audio.measure import validate_for_mastering
     from mastering.engine import matchering_adapter
-    from mastering.engine.checks import validate_decoded
     from mastering.engine.loudness import to_db, true_peak
     from mastering.engine.outputs import write_outputs
 
@@ -133,7 +133,7 @@ def master_files(request: MasteringRequest, on_progress: ProgressCallback) -> Ma
         max_duration_s=request.max_duration_s,
         ffmpeg_path=request.ffmpeg_path,
     )
-    validate_decoded(
+    validate_for_mastering(
         target,
         role="target",
         min_duration_s=request.min_duration_s,

@@ -77,11 +77,24 @@ def true_peak_dbtp(
     return _to_db(peak)
 
 
+# Frames per block when scanning for the peak: np.abs of a whole hour of float32
+# stereo would be another 1.3 GB.
+_PEAK_BLOCK_FRAMES = 1 << 18
+
+
+def sample_peak(samples: npt.NDArray[np.floating]) -> float:
+    """The largest absolute sample (linear), scanned in blocks; 0.0 for no samples."""
+    peak = 0.0
+    for start in range(0, samples.shape[0] if samples.ndim else 0, _PEAK_BLOCK_FRAMES):
+        block = samples[start : start + _PEAK_BLOCK_FRAMES]
+        if block.size:
+            peak = max(peak, float(np.max(np.abs(block))))
+    return peak
+
+
 def sample_peak_dbfs(samples: npt.NDArray[np.floating]) -> float:
     """The largest absolute sample in dBFS; -inf for silence or no samples."""
-    if samples.size == 0:
-        return -math.inf
-    return _to_db(float(np.max(np.abs(samples))))
+    return _to_db(sample_peak(samples))
 
 
 def is_digital_silence(samples: npt.NDArray[np.floating], threshold_dbfs: float = -80.0) -> bool:

@@ -18,7 +18,7 @@ import numpy.typing as npt
 import scipy.fft
 
 from mastering.audio.decode import DecodedAudio
-from mastering.engine.checks import sample_peak
+from mastering.audio.measure import sample_peak
 from mastering.engine.dsp import (
     BLOCK_FRAMES,
     FFT_WORKERS,

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from mastering.audio.decode import DecodedAudio, decode_audio
+from mastering.audio.measure import validate_for_mastering
 from mastering.engine.analysis import LevelAnalysis, analyze, analyze_levels, loudest_pieces
-from mastering.engine.checks import validate_decoded
 from mastering.engine.dsp import (
     BLOCK_FRAMES,
     FirStream,
@@ -87,7 +87,7 @@ def analyze_file(
     reference = decode_audio(
         path, work_dir, role="reference", max_duration_s=max_duration_s, ffmpeg_path=ffmpeg_path
     )
-    validate_decoded(
+    validate_for_mastering(
         reference, role="reference", min_duration_s=min_duration_s, max_duration_s=max_duration_s
     )
     return analyze(reference)

@@ -20,12 +20,18 @@ $(STAMP): pyproject.toml
 
 test: install lint typecheck pytest edge-test
 
-# The Supabase edge function's tests, with Deno from the `deno` npm package.
-edge-test:
+# Deno comes from the `deno` npm package (package.json pins it).
+DENO_STAMP := node_modules/.installed-stamp
+$(DENO_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
+	touch $@
+
+# The Supabase edge function's tests. The one that needs a running stack
+# (integration_test.ts) is started by tests/local/test_edge_integration.py.
+edge-test: $(DENO_STAMP)
 	cd supabase/functions && DENO_DIR=../../.deno-cache ../../node_modules/.bin/deno test --frozen --allow-env --allow-net=127.0.0.1 --allow-read=.,../migrations
 
-pytest: install
+pytest: install $(DENO_STAMP)
 	$(PY) -m pytest
 
 lint: install

@@ -7,17 +7,14 @@ function or curl would reach it.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import wave
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +22,19 @@ import numpy as np
 import pytest
 import requests
 
-API_KEY = "serve-flow-key"
+from tests.local.serve_process import (
+    API_KEY,
+    Serve,
+    free_port,
+    running_serve,
+    serve_command,
+    serve_env,
+)
+
 ORIGIN = "https://app.example.test"
 RATE = 44_100
 # Guards against a hung stack, not performance checks.
-READY_DEADLINE_S = 90.0
 JOB_DEADLINE_S = 180.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_wav(path: Path, seconds: float, *, peak: float, harmonics: int, seed: int) -> Path:
@@ -65,79 +63,6 @@ def write_wav(path: Path, seconds: float, *, peak: float, harmonics: int, seed: 
 def wav_frames(data: bytes) -> tuple[int, int]:
     with wave.open(io.BytesIO(data)) as source:
         return source.getnframes(), source.getframerate()
-
-
-def _serve_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MASTERING_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _serve_command(api_port: int, s3_port: int, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "mastering.cli",
-        "serve",
-        "--api-port",
-        str(api_port),
-        "--s3-port",
-        str(s3_port),
-        "--api-key",
-        API_KEY,
-        *extra,
-    ]
-
-
-@dataclass
-class Serve:
-    process: subprocess.Popen[bytes]
-    api: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=60)
-    # Its own session: this also takes down workers a failed stop left behind.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-@contextlib.contextmanager
-def running_serve(tmp: Path, *extra: str) -> Iterator[Serve]:
-    api_port, s3_port = free_port(), free_port()
-    log = tmp / "serve.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            _serve_command(api_port, s3_port, "--work-dir", str(tmp / "work"), *extra),
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env=_serve_env(),
-            start_new_session=True,
-        )
-    serve = Serve(process=process, api=f"http://127.0.0.1:{api_port}", log=log)
-    try:
-        deadline = time.monotonic() + READY_DEADLINE_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"serve exited with {process.returncode}:\n{serve.output()}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{serve.api}/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"serve never answered /health:\n{serve.output()}")
-            time.sleep(0.2)
-        yield serve
-    finally:
-        _stop(process)
 
 
 @pytest.fixture(scope="module")
@@ -279,10 +204,10 @@ def test_taken_port_fails_fast_with_one_clear_line(taken: str, option: str) -> N
 
         # When serve is started on it
         result = subprocess.run(
-            _serve_command(api_port, s3_port),
+            serve_command(api_port, s3_port),
             capture_output=True,
             text=True,
-            env=_serve_env(),
+            env=serve_env(),
             timeout=60,
             check=False,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,7 @@ class FakeStorage:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], bytes] = {}
         self.downloads: list[str] = []
+        self.reads: list[str] = []
         self.fail_uploads_after: int | None = None
 
     def presign_post(
@@ -136,12 +138,24 @@ class FakeStorage:
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
         data = self.objects.get((bucket, key))
-        return None if data is None else ObjectInfo(size=len(data), content_type=None)
+        if data is None:
+            return None
+        # As S3 for a single-part upload: the ETag is the MD5 of the bytes.
+        etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        return ObjectInfo(size=len(data), content_type=None, etag=etag)
 
     def download(self, bucket: str, key: str, dest: Path, *, max_bytes: int) -> str:
         self.downloads.append(key)
         dest.write_bytes(self.objects[(bucket, key)])
         return "sha256-not-computed-by-the-fake"
+
+    def read_bytes(self, bucket: str, key: str, *, max_bytes: int) -> bytes | None:
+        self.reads.append(key)
+        data = self.objects.get((bucket, key))
+        return data if data is not None and len(data) <= max_bytes else None
+
+    def write_bytes(self, bucket: str, key: str, data: bytes, *, content_type: str) -> None:
+        self.objects[(bucket, key)] = data
 
     def upload(self, bucket: str, key: str, source: Path, *, content_type: str) -> int:
         if self.fail_uploads_after is not None:

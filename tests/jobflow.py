@@ -27,12 +27,12 @@ def upload_file(upload: dict[str, Any], path: Path) -> requests.Response:
 
 
 def create_and_upload(
-    api: ApiClient, target: Path, reference: Path | None, **extra: Any
+    api: ApiClient, target: Path, reference: Path | None, *, owner: str = "user-1", **extra: Any
 ) -> tuple[str, dict[str, int]]:
     body: dict[str, Any] = {"target": declare(target), **extra}
     if reference is not None:
         body["reference"] = declare(reference)
-    created = api.call("POST", "/jobs", body=body)
+    created = api.call("POST", "/jobs", body=body, owner=owner)
     assert created.status == 201, created.body
     sizes = {}
     for role, path in (("target", target), ("reference", reference)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
@@ -11,6 +12,7 @@ from mastering.jobs.model import InputRole
 
 UPLOADS_PREFIX = "uploads/"
 RESULTS_PREFIX = "results/"
+PROFILES_PREFIX = "profiles/"
 
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _UPLOAD_KEY = re.compile(rf"^uploads/(?P<job_id>{_UUID})/(?P<role>target|reference)$")
@@ -48,3 +50,13 @@ def results_prefix(job_id: str) -> str:
 
 def result_key(job_id: str, fmt: OutputFormat) -> str:
     return f"{results_prefix(job_id)}{OUTPUT_SPECS[fmt].object_name}"
+
+
+def profile_key(*, engine_version: str, owner: str, content_id: str) -> str:
+    """Where a reference's cached profile lives in the results bucket.
+
+    Hashing keeps owner ids and the free-text engine version out of the key's syntax.
+    """
+    engine = hashlib.sha256(engine_version.encode()).hexdigest()[:16]
+    scope = hashlib.sha256(owner.encode()).hexdigest()[:32]
+    return f"{PROFILES_PREFIX}{engine}/{scope}/{content_id}.json"

@@ -28,6 +28,9 @@ class PresignedPost:
 class ObjectInfo:
     size: int
     content_type: str | None
+    # S3's ETag without its quotes: the MD5 of the bytes for a single-part upload
+    # (every presigned POST) in a bucket encrypted with SSE-S3 or not at all.
+    etag: str | None = None
 
 
 class ObjectStorage(Protocol):
@@ -52,7 +55,11 @@ class ObjectStorage(Protocol):
 
     def download(self, bucket: str, key: str, dest: Path, *, max_bytes: int) -> str: ...
 
+    def read_bytes(self, bucket: str, key: str, *, max_bytes: int) -> bytes | None: ...
+
     def upload(self, bucket: str, key: str, source: Path, *, content_type: str) -> int: ...
+
+    def write_bytes(self, bucket: str, key: str, data: bytes, *, content_type: str) -> None: ...
 
     def delete(self, bucket: str, keys: list[str]) -> None: ...
 
@@ -115,8 +122,11 @@ class S3Storage:
             if _is_missing(error):
                 return None
             raise
+        etag = response.get("ETag")
         return ObjectInfo(
-            size=int(response["ContentLength"]), content_type=response.get("ContentType")
+            size=int(response["ContentLength"]),
+            content_type=response.get("ContentType"),
+            etag=etag.strip('"') if etag else None,
         )
 
     def download(self, bucket: str, key: str, dest: Path, *, max_bytes: int) -> str:
@@ -144,6 +154,26 @@ class S3Storage:
         finally:
             body.close()
         return digest.hexdigest()
+
+    def read_bytes(self, bucket: str, key: str, *, max_bytes: int) -> bytes | None:
+        """A small object's bytes, or None when it does not exist or exceeds ``max_bytes``."""
+        try:
+            response = aws.s3_client().get_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if _is_missing(error):
+                return None
+            raise
+        body = response["Body"]
+        try:
+            if int(response.get("ContentLength", 0)) > max_bytes:
+                return None
+            data = body.read(max_bytes + 1)
+        finally:
+            body.close()
+        return bytes(data) if len(data) <= max_bytes else None
+
+    def write_bytes(self, bucket: str, key: str, data: bytes, *, content_type: str) -> None:
+        aws.s3_client().put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
 
     def upload(self, bucket: str, key: str, source: Path, *, content_type: str) -> int:
         aws.s3_client().upload_file(

@@ -4,8 +4,9 @@
    moves the job to ``queued``. Both steps are conditional writes, so duplicate
    or concurrent S3 events start a job exactly once.
 2. ``run_job`` takes a queued job to ``succeeded`` or ``failed``: sizes checked
-   before download, the mastering itself in an isolated child with a deadline,
-   results uploaded, temp files removed on every path.
+   before download, a reference seen before by its owner taken from the profile
+   cache instead of downloaded, the mastering itself in an isolated child with a
+   deadline, results uploaded, temp files removed on every path.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from mastering.config import Settings
 from mastering.errors import (
     FileTooLarge,
+    IdenticalInputs,
     InternalError,
     InvalidAudio,
     MasteringError,
@@ -43,8 +45,9 @@ from mastering.notify.job_events import JobNotifier, NoNotifier
 from mastering.pipeline import MasteringOutcome, MasteringRequest, ProgressCallback
 from mastering.service.jobs import ttl_for
 from mastering.storage.keys import parse_upload_key, result_key, upload_key
-from mastering.storage.objects import ObjectStorage
+from mastering.storage.objects import ObjectInfo, ObjectStorage
 from mastering.worker.isolation import run_isolated
+from mastering.worker.profile_cache import ProfileCache, content_id
 
 logger = logging.getLogger(__name__)
 
@@ -134,11 +137,14 @@ def _reserve_s(remaining_s: float) -> float:
     return min(60.0, max(2.0, remaining_s * 0.1))
 
 
-def _download_inputs(job: Job, work: Path, ports: WorkerPorts) -> dict[InputRole, Path]:
+def _check_uploads(job: Job, ports: WorkerPorts) -> dict[InputRole, ObjectInfo]:
+    """HEAD every upload and check its size, before downloading anything.
+
+    A bad second file should not cost the download of the first.
+    """
     settings = ports.settings
     limit = settings.max_upload_bytes
-    # Check every size before downloading anything: a bad second file should not
-    # cost the download of the first.
+    uploads: dict[InputRole, ObjectInfo] = {}
     for role, declared in job.inputs.items():
         info = ports.storage.head(settings.uploads_bucket, upload_key(job.job_id, role))
         if info is None:
@@ -150,18 +156,26 @@ def _download_inputs(job: Job, work: Path, ports: WorkerPorts) -> dict[InputRole
             )
         if info.size == 0:
             raise InvalidAudio(f"The {role} file is empty")
-    paths: dict[InputRole, Path] = {}
-    for role, declared in job.inputs.items():
-        # Local names are fixed by role: user file names never reach the file system.
-        path = work / f"input-{role}"
-        ports.storage.download(
-            settings.uploads_bucket,
-            upload_key(job.job_id, role),
-            path,
-            max_bytes=min(declared.size, limit),
-        )
-        paths[role] = path
-    return paths
+        uploads[role] = info
+    reference = uploads.get(InputRole.REFERENCE)
+    target_id = content_id(uploads[InputRole.TARGET])
+    if reference is not None and target_id is not None and target_id == content_id(reference):
+        # Same bytes, known from S3 alone: neither file needs downloading to say so.
+        raise IdenticalInputs("The target and the reference are the same file")
+    return uploads
+
+
+def _download(job: Job, role: InputRole, work: Path, ports: WorkerPorts) -> Path:
+    settings = ports.settings
+    # Local names are fixed by role: user file names never reach the file system.
+    path = work / f"input-{role}"
+    ports.storage.download(
+        settings.uploads_bucket,
+        upload_key(job.job_id, role),
+        path,
+        max_bytes=min(job.inputs[role].size, settings.max_upload_bytes),
+    )
+    return path
 
 
 def run_job(job: Job, *, remaining_s: Callable[[], float], ports: WorkerPorts) -> Job:
@@ -198,11 +212,23 @@ def run_job(job: Job, *, remaining_s: Callable[[], float], ports: WorkerPorts) -
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=WORK_DIR_PREFIX, dir=settings.work_dir))
     written: list[str] = []
+    profiles = ProfileCache(ports.storage, settings.results_bucket)
     try:
-        inputs = _download_inputs(processing, work, ports)
+        uploads = _check_uploads(processing, ports)
+        reference_upload = uploads.get(InputRole.REFERENCE)
+        cached_profile = None
+        if reference_upload is not None:
+            cached_profile = profiles.load(processing.owner, reference_upload)
+            if cached_profile is not None:
+                logger.info("reference profile from the cache", extra={"job_id": job.job_id})
         request = MasteringRequest(
-            target=inputs[InputRole.TARGET],
-            reference=inputs.get(InputRole.REFERENCE),
+            target=_download(processing, InputRole.TARGET, work, ports),
+            reference=(
+                _download(processing, InputRole.REFERENCE, work, ports)
+                if reference_upload is not None and cached_profile is None
+                else None
+            ),
+            reference_profile=cached_profile,
             preset_id=processing.preset,
             outputs=processing.outputs,
             work_dir=work,
@@ -218,6 +244,12 @@ def run_job(job: Job, *, remaining_s: Callable[[], float], ports: WorkerPorts) -
             budget_s=remaining - _reserve_s(remaining),
             on_progress=report,
         )
+        if (
+            reference_upload is not None
+            and cached_profile is None
+            and outcome.reference_profile is not None
+        ):
+            profiles.store(processing.owner, reference_upload, outcome.reference_profile)
         report(Stage.UPLOADING, 90)
         results: dict[OutputFormat, ResultObject] = {}
         for fmt, path in outcome.files.items():

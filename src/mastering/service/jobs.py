@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mastering.config import Settings
 from mastering.errors import (
@@ -29,9 +29,13 @@ from mastering.jobs.model import (
 )
 from mastering.jobs.store import JobStore
 from mastering.presets import get_preset
-from mastering.service.requests import CreateJobRequest, FileDeclaration
 from mastering.storage.keys import is_job_id, upload_key
 from mastering.storage.objects import ObjectStorage
+
+if TYPE_CHECKING:
+    # Types only: the master function uses job_view and ttl_for from here, and must
+    # not import pydantic for them (cold start).
+    from mastering.service.requests import CreateJobRequest, FileDeclaration
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from mastering.engine.profile import ENGINE_VERSION
 from tests.conftest import ApiClient
 
 WAV = {"filename": "song.wav", "size": 1_000_000, "content_type": "audio/wav"}
@@ -171,7 +172,8 @@ def test_health_is_open_and_names_the_engine(api: ApiClient) -> None:
     assert response.status == 200
     assert response.body["status"] == "ok"
     assert response.body["service"] == "spectrum-mastering"
-    assert response.body["engine"].startswith("matchering")
+    assert response.body["engine"] == ENGINE_VERSION
+    assert "matchering" in response.body["engine"]
     assert response.body["version"]
 
 

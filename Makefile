@@ -72,6 +72,11 @@ serve: install
 
 # Engine vs matchering.process, as separate processes (docs/engine.md). Takes ~15 min;
 # e.g. `make bench BENCH_ARGS="--lengths 3 --rounds 1"` for a quick look.
-.PHONY: bench
+.PHONY: bench bench-limits
 bench: install
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# Time, peak memory, /tmp and GB-s of one job per track length, and the master
+# function's limits derived from them (README "Limits"). About 10 min here.
+bench-limits: install
+	$(PY) bench/limits.py $(LIMITS_ARGS)

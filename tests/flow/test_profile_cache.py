@@ -181,3 +181,36 @@ def test_identical_files_are_refused_before_any_download(
     assert job["error"]["code"] == "identical_inputs"
     assert s3_calls.gets("uploads/") == []
     assert stack.leftovers() == []
+
+
+def test_a_preset_is_rendered_once_then_read_as_a_stored_profile(
+    api: ApiClient,
+    invoke_master: Callable[..., Any],
+    s3_calls: S3Calls,
+    make_wav: Callable[[str, int, float], Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a first job mastered with a preset
+    job_id, sizes = create_and_upload(
+        api, make_wav("one.wav", 1, -18.0), None, preset="warm", outputs=["wav16"]
+    )
+    deliver(invoke_master, job_id, "target", sizes["target"])
+    first = api.call("GET", f"/jobs/{job_id}").body
+    assert first["status"] == "succeeded", first["error"]
+    assert [key for key in _profiles() if "/presets/" in key] != []
+
+    # When another owner's job uses the same preset, with rendering presets made impossible
+    import mastering.engine.preset_audio
+
+    monkeypatch.setattr(mastering.engine.preset_audio, "preset_profile", _refuse_analysis)
+    s3_calls.clear()
+    job_id, sizes = create_and_upload(
+        api, make_wav("two.wav", 3, -18.0), None, owner="user-2", preset="warm", outputs=["wav16"]
+    )
+    deliver(invoke_master, job_id, "target", sizes["target"])
+
+    # Then it succeeds from the stored profile, with the same reference loudness
+    second = api.call("GET", f"/jobs/{job_id}", owner="user-2").body
+    assert second["status"] == "succeeded", second["error"]
+    assert second["metrics"]["reference_lufs"] == first["metrics"]["reference_lufs"]
+    assert len(s3_calls.gets("/presets/")) == 1

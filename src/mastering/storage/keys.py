@@ -52,11 +52,17 @@ def result_key(job_id: str, fmt: OutputFormat) -> str:
     return f"{results_prefix(job_id)}{OUTPUT_SPECS[fmt].object_name}"
 
 
-def profile_key(*, engine_version: str, owner: str, content_id: str) -> str:
-    """Where a reference's cached profile lives in the results bucket.
+def _engine_prefix(engine_version: str) -> str:
+    # Hashed: the engine version is free text, kept out of the key's syntax.
+    return f"{PROFILES_PREFIX}{hashlib.sha256(engine_version.encode()).hexdigest()[:16]}/"
 
-    Hashing keeps owner ids and the free-text engine version out of the key's syntax.
-    """
-    engine = hashlib.sha256(engine_version.encode()).hexdigest()[:16]
+
+def profile_key(*, engine_version: str, owner: str, content_id: str) -> str:
+    """Where an owner's reference profile is cached in the results bucket."""
     scope = hashlib.sha256(owner.encode()).hexdigest()[:32]
-    return f"{PROFILES_PREFIX}{engine}/{scope}/{content_id}.json"
+    return f"{_engine_prefix(engine_version)}owners/{scope}/{content_id}.json"
+
+
+def preset_profile_key(*, engine_version: str, preset_id: str) -> str:
+    """Where a preset's profile is stored: the service renders presets, so one for all."""
+    return f"{_engine_prefix(engine_version)}presets/{preset_id}.json"

@@ -219,8 +219,10 @@ def run_job(job: Job, *, remaining_s: Callable[[], float], ports: WorkerPorts) -
         cached_profile = None
         if reference_upload is not None:
             cached_profile = profiles.load(processing.owner, reference_upload)
-            if cached_profile is not None:
-                logger.info("reference profile from the cache", extra={"job_id": job.job_id})
+        elif processing.preset is not None:
+            cached_profile = profiles.load_preset(processing.preset)
+        if cached_profile is not None:
+            logger.info("reference profile from the cache", extra={"job_id": job.job_id})
         request = MasteringRequest(
             target=_download(processing, InputRole.TARGET, work, ports),
             reference=(
@@ -244,12 +246,11 @@ def run_job(job: Job, *, remaining_s: Callable[[], float], ports: WorkerPorts) -
             budget_s=remaining - _reserve_s(remaining),
             on_progress=report,
         )
-        if (
-            reference_upload is not None
-            and cached_profile is None
-            and outcome.reference_profile is not None
-        ):
-            profiles.store(processing.owner, reference_upload, outcome.reference_profile)
+        if cached_profile is None and outcome.reference_profile is not None:
+            if reference_upload is not None:
+                profiles.store(processing.owner, reference_upload, outcome.reference_profile)
+            elif processing.preset is not None:
+                profiles.store_preset(processing.preset, outcome.reference_profile)
         report(Stage.UPLOADING, 90)
         results: dict[OutputFormat, ResultObject] = {}
         for fmt, path in outcome.files.items():

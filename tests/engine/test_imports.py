@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +51,25 @@ def test_the_engine_never_imports_statsmodels_or_matchering() -> None:
     )
     assert "numpy" in loaded
     assert not [m for m in loaded if m.split(".")[0] in ("statsmodels", "matchering", "numba")]
+
+
+def test_a_whole_job_imports_neither_scipy_signal_nor_interpolate(tmp_path: Path) -> None:
+    # Given a target and a reference file
+    from tests.audio_factory import tone_mix, write_wav
+
+    target = write_wav(tmp_path / "t.wav", tone_mix(3.0, 48_000, seed=1, peak_dbfs=-16.0), 48_000)
+    reference = write_wav(tmp_path / "r.wav", tone_mix(3.0, 44_100, seed=2), 44_100)
+    # When a fresh process masters them through the pipeline, metrics included
+    loaded = _loaded_after(
+        "from pathlib import Path\n"
+        "from mastering.formats import OutputFormat\n"
+        "from mastering.pipeline import MasteringRequest, master_files\n"
+        f"request = MasteringRequest(target=Path({str(target)!r}), "
+        f"reference=Path({str(reference)!r}), outputs=(OutputFormat.WAV16,), "
+        f"work_dir=Path({str(tmp_path)!r}), min_duration_s=1.0, max_duration_s=60.0)\n"
+        "outcome = master_files(request, lambda stage, percent: None)\n"
+        "assert outcome.metrics['result_lufs'] is not None\n"
+    )
+    # Then the slow-to-import modules (about 1.4 s together) were never loaded
+    slow = ("scipy.signal", "scipy.interpolate", "scipy.stats", "pyloudnorm")
+    assert not [m for m in loaded if m.startswith(slow)]

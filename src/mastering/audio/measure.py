@@ -1,4 +1,10 @@
-"""Loudness and peak measurements, and the checks that make audio worth mastering."""
+"""Loudness and peak measurements, and the checks that make audio worth mastering.
+
+pyloudnorm and ``scipy.signal`` are imported by the two whole-array meters that use
+them, not here: this module is on every job's path (decoding and validation use its
+peak and finiteness checks), and those two imports take about a second. The engine
+meters its streams itself (``mastering.engine.loudness``).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import pyloudnorm
-from scipy.signal import resample_poly
 
 from mastering.errors import AudioTooLong, AudioTooShort, SilentAudio
 
@@ -32,6 +36,8 @@ def integrated_lufs(samples: npt.NDArray[np.floating], sample_rate: int) -> floa
 
     Undefined means shorter than one 400 ms block, or so quiet every block is gated out.
     """
+    import pyloudnorm
+
     frames = samples.shape[0]
     if frames < math.ceil(_LOUDNESS_BLOCK_S * sample_rate):
         return None
@@ -55,6 +61,8 @@ def true_peak_dbtp(
     sees real neighbours at block edges: memory stays at a few MB however long the track
     is, and the result equals one pass over the whole signal.
     """
+    from scipy.signal import resample_poly
+
     block = block_frames or max(1, int(_TRUE_PEAK_BLOCK_S * sample_rate))
     channels = _as_frames_by_channels(samples)
     frames = channels.shape[0]

@@ -6,13 +6,15 @@ turns it into a 4096-tap linear-phase FIR (Hann-windowed) at 44.1 kHz. Here the
 smoothed curve, a function of frequency, is sampled on the FFT grid of the target's
 rate instead: at 44.1 kHz the taps are matchering's own; elsewhere the filter has the
 same response and timing up to 93 % of the lower Nyquist and fades out above it.
+
+scipy's ``interp1d`` and ``hann`` are replaced by numpy equivalents (``engine.spline``
+and ``hann`` below): importing scipy.interpolate and scipy.signal would cost more than
+a second of the process.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.interpolate import interp1d
-from scipy.signal.windows import hann
 
 from mastering.engine.dsp import Float64Array
 from mastering.engine.lowess import lowess
@@ -24,6 +26,7 @@ from mastering.engine.params import (
     LOWESS_FRAC,
     MIN_VALUE,
 )
+from mastering.engine.spline import CubicSpline
 
 _NYQUIST = INTERNAL_RATE * 0.5
 _RELIABLE_BAND = 0.93
@@ -47,14 +50,25 @@ def _log_grid() -> Float64Array:
     return grid
 
 
-def smoothed_curve(ratio: Float64Array) -> interp1d:
+def smoothed_curve(ratio: Float64Array) -> CubicSpline:
     """The ratio smoothed as matchering does, as a function of frequency in Hz."""
     log_grid = _log_grid()
-    on_log_grid = interp1d(_linear_grid(), ratio, "cubic")(log_grid)
+    on_log_grid = CubicSpline(_linear_grid(), ratio)(log_grid)
     smoothed = lowess(
         on_log_grid, np.linspace(0, 1, on_log_grid.shape[0]), frac=LOWESS_FRAC, delta=LOWESS_DELTA
     )
-    return interp1d(log_grid, smoothed, "cubic", fill_value="extrapolate")
+    return CubicSpline(log_grid, smoothed)
+
+
+def hann(length: int) -> Float64Array:
+    """``scipy.signal.windows.hann(length)`` (symmetric), computed as scipy does."""
+    if length <= 1:
+        return np.ones(length)
+    angle = np.linspace(-np.pi, np.pi, length)
+    window: Float64Array = np.zeros(length)
+    window += 0.5 * np.cos(0 * angle)
+    window += 0.5 * np.cos(angle)
+    return window
 
 
 def fir_length(rate: int) -> int:

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import maximum_filter1d
-from scipy.signal import butter, lfilter, lfilter_zi
 
 from mastering.engine.dsp import Float64Array
+from mastering.engine.iir import butter_lowpass_first_order, lfilter, lfilter_zi
 from mastering.engine.params import (
     LIMITER_ATTACK_FILTER_COEFFICIENT,
     LIMITER_ATTACK_MS,
@@ -73,11 +73,12 @@ def design_limiter(rate: int) -> LimiterDesign:
     odd_attack = attack if attack & 1 else attack + 1
     coefficient = math.exp(LIMITER_ATTACK_FILTER_COEFFICIENT / attack)
     attack_b, attack_a = np.array([1.0 - coefficient]), np.array([1.0, -coefficient])
-    hold_b, hold_a = butter(LIMITER_HOLD_FILTER_ORDER, LIMITER_HOLD_FILTER_HZ, fs=rate)
-    release_b, release_a = butter(
-        LIMITER_RELEASE_FILTER_ORDER,
-        LIMITER_RELEASE_FILTER_COEFFICIENT / LIMITER_RELEASE_MS,
-        fs=rate,
+    # matchering's butter(1, ...) filters; numpy-only designs (see engine.iir).
+    if LIMITER_HOLD_FILTER_ORDER != 1 or LIMITER_RELEASE_FILTER_ORDER != 1:
+        raise NotImplementedError("only first-order hold and release filters are designed")
+    hold_b, hold_a = butter_lowpass_first_order(LIMITER_HOLD_FILTER_HZ, rate)
+    release_b, release_a = butter_lowpass_first_order(
+        LIMITER_RELEASE_FILTER_COEFFICIENT / LIMITER_RELEASE_MS, rate
     )
     return LimiterDesign(
         attack=attack,

@@ -3,20 +3,26 @@
 ``mastering.audio.measure`` measures whole arrays: pyloudnorm filters a float64 copy
 of the track, and the true-peak meter runs scipy's polyphase resampler (about 0.4 s
 per minute of stereo). The engine sees its audio block by block anyway, so it meters
-there: the same BS.1770-4 gating as pyloudnorm with its own K-weighting coefficients,
+there: the same BS.1770-4 gating as pyloudnorm with its K-weighting coefficients,
 and the same 4x oversampling filter as ``measure.true_peak_dbtp`` applied by FFT.
+
+Nothing here imports ``scipy.signal`` (pyloudnorm imports it, about 1 s): the
+K-weighting biquads are pyloudnorm's formulas evaluated here, run by ``engine.iir``,
+and the oversampling filter is ``firwin``'s, computed with numpy. The tests check both
+against pyloudnorm and scipy.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from functools import cache
 
 import numpy as np
 import numpy.typing as npt
-from scipy.signal import firwin, sosfilt
 
 from mastering.engine.dsp import BLOCK_FRAMES, FirStream, FloatArray
+from mastering.engine.iir import BlockFilter
 
 # BS.1770-4: 400 ms blocks every 100 ms, -70 LUFS absolute and -10 LU relative gates.
 _BLOCK_S = 0.4
@@ -29,6 +35,35 @@ _CHANNEL_GAINS = (1.0, 1.0, 1.0, 1.41, 1.41)
 # measure.true_peak_dbtp: scipy.signal.resample_poly(x, 4, 1) and its default filter.
 _OVERSAMPLING = 4
 _HALF_TAPS = 10 * _OVERSAMPLING
+_KAISER_BETA = 5.0
+# pyloudnorm's K-weighting: a +4 dB high shelf at 1500 Hz, then a 38 Hz high-pass.
+_SHELF_GAIN_DB = 4.0
+_SHELF_Q = 1 / math.sqrt(2)
+_SHELF_HZ = 1500.0
+_HIGH_PASS_Q = 0.5
+_HIGH_PASS_HZ = 38.0
+
+
+def k_weighting(rate: float) -> list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
+    """pyloudnorm's K-weighting biquads (``IIRfilter(...).b, .a``) at ``rate``: the RBJ
+    cookbook high shelf and high-pass, the same expressions in the same order."""
+    gain = 10 ** (_SHELF_GAIN_DB / 40.0)
+    w0 = 2.0 * np.pi * (_SHELF_HZ / rate)
+    alpha = np.sin(w0) / (2.0 * _SHELF_Q)
+    root = 2 * np.sqrt(gain) * alpha
+    b0 = gain * ((gain + 1) + (gain - 1) * np.cos(w0) + root)
+    b1 = -2 * gain * ((gain - 1) + (gain + 1) * np.cos(w0))
+    b2 = gain * ((gain + 1) + (gain - 1) * np.cos(w0) - root)
+    a0 = (gain + 1) - (gain - 1) * np.cos(w0) + root
+    a1 = 2 * ((gain - 1) - (gain + 1) * np.cos(w0))
+    a2 = (gain + 1) - (gain - 1) * np.cos(w0) - root
+    shelf = (np.array([b0, b1, b2]) / a0, np.array([a0, a1, a2]) / a0)
+    w0 = 2.0 * np.pi * (_HIGH_PASS_HZ / rate)
+    alpha = np.sin(w0) / (2.0 * _HIGH_PASS_Q)
+    b0, b1, b2 = (1 + np.cos(w0)) / 2, -(1 + np.cos(w0)), (1 + np.cos(w0)) / 2
+    a0, a1, a2 = 1 + alpha, -2 * np.cos(w0), 1 - alpha
+    high_pass = (np.array([b0, b1, b2]) / a0, np.array([a0, a1, a2]) / a0)
+    return [shelf, high_pass]
 
 
 class LoudnessMeter:
@@ -40,15 +75,11 @@ class LoudnessMeter:
     """
 
     def __init__(self, rate: int, *, channels: int, frames: int) -> None:
-        # pyloudnorm's own coefficients, so both meters agree to rounding.
-        from pyloudnorm.iirfilter import IIRfilter
-
-        shelf = IIRfilter(4.0, 1 / np.sqrt(2), 1500.0, rate, "high_shelf")
-        high_pass = IIRfilter(0.0, 0.5, 38.0, rate, "high_pass")
-        # float32 filtering is twice as fast; its rounding (~1e-5 relative after the
-        # 38 Hz high-pass's gain) moves the result by well under 0.001 LU.
-        self._sos = np.array([[*shelf.b, *shelf.a], [*high_pass.b, *high_pass.a]], dtype=np.float32)
-        self._state = np.zeros((2, 2, channels), dtype=np.float32)
+        # pyloudnorm's coefficients, so both meters agree to rounding. float32 products
+        # are twice as fast; their rounding (~1e-6 relative) moves the result by far
+        # less than 0.001 LU.
+        self._filter = _k_weighting_filter(rate)
+        self._state = self._filter.zeros(channels)
         self._rate = rate
         self._frames = frames
         self._position = 0
@@ -66,10 +97,8 @@ class LoudnessMeter:
     def push(self, block: FloatArray) -> None:
         if block.shape[0] == 0:
             return
-        filtered, self._state = sosfilt(
-            self._sos, block.astype(np.float32, copy=False), axis=0, zi=self._state
-        )
-        squares = filtered * filtered
+        filtered, self._state = self._filter.apply(block, self._state)
+        squares = np.square(filtered, out=filtered)
         start, stop = self._position, self._position + block.shape[0]
         inner = self._edges[(self._edges > start) & (self._edges < stop)] - start
         cuts = np.concatenate([[0], inner]).astype(np.intp)
@@ -105,7 +134,7 @@ def _oversampling_phases() -> npt.NDArray[np.float64]:
     resample_poly's output ``y[4n + p] = sum_m h[40 + p + 4m] x[n - m]``: phase p is
     a 21-tap FIR over m in [-10, 10] (zero where it falls outside h).
     """
-    taps = firwin(2 * _HALF_TAPS + 1, 1.0 / _OVERSAMPLING, window=("kaiser", 5.0))
+    taps = _lowpass_taps(2 * _HALF_TAPS + 1, 1.0 / _OVERSAMPLING, _KAISER_BETA)
     taps *= _OVERSAMPLING
     span = _HALF_TAPS // _OVERSAMPLING
     phases = np.zeros((2 * span + 1, _OVERSAMPLING))
@@ -115,6 +144,21 @@ def _oversampling_phases() -> npt.NDArray[np.float64]:
             if 0 <= index <= 2 * _HALF_TAPS:
                 phases[j, phase] = taps[index]
     return phases
+
+
+def _lowpass_taps(count: int, cutoff: float, beta: float) -> npt.NDArray[np.float64]:
+    """``scipy.signal.firwin(count, cutoff, window=("kaiser", beta))``: a windowed sinc
+    (cutoff relative to Nyquist), scaled to unit gain at DC."""
+    middle = np.arange(count) - (count - 1) / 2.0
+    taps: npt.NDArray[np.float64] = cutoff * np.sinc(cutoff * middle)
+    taps *= np.kaiser(count, beta)
+    taps /= taps.sum()
+    return taps
+
+
+@cache
+def _k_weighting_filter(rate: int) -> BlockFilter:
+    return BlockFilter(k_weighting(rate), dtype=np.float32)
 
 
 def true_peak(samples: FloatArray) -> float:

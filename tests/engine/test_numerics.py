@@ -1,0 +1,124 @@
+"""The numpy-only replacements for scipy.signal, scipy.interpolate and pyloudnorm's
+filters equal the originals (the engine avoids importing those: about 1.4 s a job)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyloudnorm
+import pytest
+from pyloudnorm.iirfilter import IIRfilter
+from scipy.interpolate import interp1d
+from scipy.signal import butter, firwin, lfilter, lfilter_zi, sosfilt
+from scipy.signal.windows import hann as scipy_hann
+
+from mastering.engine import iir
+from mastering.engine.eq import hann
+from mastering.engine.loudness import LoudnessMeter, _lowpass_taps, k_weighting
+from mastering.engine.spline import CubicSpline
+from tests.audio_factory import tone_mix
+
+RATES = [8_000, 22_050, 44_100, 48_000, 96_000, 192_000]
+
+
+@pytest.mark.parametrize(
+    ("b", "a"),
+    [
+        butter(1, 7.0, fs=44_100),
+        butter(1, 800.0 / 3000.0, fs=96_000),
+        ([1.0 - 0.956], [1.0, -0.956]),
+        butter(4, 0.1),
+    ],
+)
+@pytest.mark.parametrize("frames", [1, 5, 31, 32, 33, 1_000, 12_295, 100_003])
+def test_lfilter_equals_scipy(b: np.ndarray, a: np.ndarray, frames: int) -> None:
+    rng = np.random.default_rng(frames)
+    signal = rng.standard_normal(frames)
+    state = rng.standard_normal(len(a) - 1)
+    expected, expected_state = lfilter(b, a, signal, zi=state)
+    ours, ours_state = iir.lfilter(b, a, signal, state)
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-10 * np.max(np.abs(expected)))
+    np.testing.assert_allclose(ours_state, expected_state, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(iir.lfilter_zi(b, a), lfilter_zi(b, a), rtol=1e-12, atol=1e-15)
+
+
+def test_block_filter_streams_a_cascade_like_sosfilt() -> None:
+    # Given K-weighting as a cascade, fed in uneven blocks, with two channels
+    rng = np.random.default_rng(1)
+    signal = rng.standard_normal((70_001, 2))
+    sections = k_weighting(48_000)
+    sos = np.array([[*b, *a] for b, a in sections])
+    design = iir.BlockFilter(sections)
+    state = design.zeros(2)
+    pieces = []
+    for start in range(0, signal.shape[0], 9_999):
+        piece, state = design.apply(signal[start : start + 9_999], state)
+        pieces.append(piece)
+    # Then the output is sosfilt's, and so is the final state (sections' zi in order)
+    expected, expected_state = sosfilt(sos, signal, axis=0, zi=np.zeros((2, 2, 2)))
+    np.testing.assert_allclose(np.concatenate(pieces), expected, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(state, expected_state.reshape(4, 2), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_first_order_butterworth_equals_scipy(rate: int) -> None:
+    for cutoff in (7.0, 800.0 / 3000.0):
+        b, a = iir.butter_lowpass_first_order(cutoff, rate)
+        expected_b, expected_a = butter(1, cutoff, fs=rate)
+        np.testing.assert_allclose(b, expected_b, rtol=1e-14)
+        np.testing.assert_allclose(a, expected_a, rtol=1e-14)
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_k_weighting_is_pyloudnorms(rate: int) -> None:
+    (shelf_b, shelf_a), (pass_b, pass_a) = k_weighting(rate)
+    shelf = IIRfilter(4.0, 1 / np.sqrt(2), 1500.0, rate, "high_shelf")
+    high_pass = IIRfilter(0.0, 0.5, 38.0, rate, "high_pass")
+    # The same expressions in the same order: bit for bit.
+    assert np.array_equal(shelf_b, shelf.b)
+    assert np.array_equal(shelf_a, shelf.a)
+    assert np.array_equal(pass_b, high_pass.b)
+    assert np.array_equal(pass_a, high_pass.a)
+
+
+@pytest.mark.parametrize("rate", [8_000, 44_100, 192_000])
+def test_loudness_meter_agrees_with_pyloudnorm_to_a_thousandth(rate: int) -> None:
+    samples = tone_mix(3.3, rate, seed=9) * np.float32(0.3)
+    meter = LoudnessMeter(rate, channels=2, frames=samples.shape[0])
+    for start in range(0, samples.shape[0], 40_000):
+        meter.push(samples[start : start + 40_000])
+    expected = pyloudnorm.Meter(rate).integrated_loudness(samples.astype(np.float64))
+    assert meter.integrated() == pytest.approx(expected, abs=1e-3)
+
+
+def test_oversampling_taps_equal_firwin() -> None:
+    np.testing.assert_allclose(
+        _lowpass_taps(81, 0.25, 5.0), firwin(81, 0.25, window=("kaiser", 5.0)), atol=1e-16
+    )
+
+
+@pytest.mark.parametrize("length", [1, 2, 5, 4096, 4458, 17_832])
+def test_hann_equals_scipy(length: int) -> None:
+    assert np.array_equal(hann(length), scipy_hann(length))
+
+
+def test_cubic_spline_equals_interp1d_on_the_eq_grids() -> None:
+    # Given matchering's linear and log grids and a rough curve on each
+    rng = np.random.default_rng(2)
+    linear = 22_050 * np.linspace(0, 1, 2049)
+    log = 22_050 * np.logspace(np.log10(4 / 4096), 0, 8193)
+    ratio = np.exp(rng.standard_normal(2049))
+    smooth = np.cumsum(rng.standard_normal(8193))
+    wanted = np.linspace(0, 48_000, 4459)  # past the end: extrapolation
+    # Then both interpolations equal scipy's cubic interp1d to rounding
+    expected = interp1d(linear, ratio, "cubic")(log)
+    np.testing.assert_allclose(CubicSpline(linear, ratio)(log), expected, rtol=1e-12)
+    expected = interp1d(log, smooth, "cubic", fill_value="extrapolate")(wanted)
+    ours = CubicSpline(log, smooth)(wanted)
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-12 * np.max(np.abs(expected)))
+
+
+def test_cubic_spline_refuses_unsorted_or_short_input() -> None:
+    with pytest.raises(ValueError, match="at least 4"):
+        CubicSpline([0.0, 1.0, 2.0], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        CubicSpline([0.0, 2.0, 1.0, 3.0], [1.0, 2.0, 3.0, 4.0])

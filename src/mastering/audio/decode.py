@@ -139,7 +139,7 @@ def _read_with_soundfile(path: Path, *, role: str, max_duration_s: float) -> Dec
                 role=role,
                 max_duration_s=max_duration_s,
             )
-            samples = handle.read(dtype="float32", always_2d=True)
+            samples = _read_float32(handle)
             rate = int(handle.samplerate)
     except (sf.SoundFileError, RuntimeError) as exc:
         # Opus in old libsndfile builds, MP3s with odd headers, damaged FLAC: ffmpeg's
@@ -147,6 +147,37 @@ def _read_with_soundfile(path: Path, *, role: str, max_duration_s: float) -> Dec
         logger.info("soundfile could not read the %s (%s); trying ffmpeg", role, exc)
         return None
     return DecodedAudio(np.ascontiguousarray(samples, dtype=np.float32), rate)
+
+
+# Integer PCM libsndfile converts to float as sample / 2^(bits - 1) (exact in float32).
+# Reading the integers and scaling them here is 2-3x faster than its conversion.
+_INTEGER_SUBTYPES: dict[str, tuple[type[np.signedinteger], float]] = {
+    "PCM_16": (np.int16, 1.0 / 32768.0),
+}
+_READ_BLOCK_FRAMES = 1 << 18
+
+
+def _read_float32(handle: sf.SoundFile) -> npt.NDArray[np.float32]:
+    """All remaining frames as float32 (frames, channels), as ``handle.read`` gives."""
+    integer = _INTEGER_SUBTYPES.get(handle.subtype)
+    if integer is None or handle.frames <= 0:
+        samples: npt.NDArray[np.float32] = handle.read(dtype="float32", always_2d=True)
+        return samples
+    dtype, scale = integer
+    out = np.empty((handle.frames, handle.channels), dtype=np.float32)
+    # Block by block into the one float32 array: no whole-track integer copy.
+    buffer = np.empty((min(_READ_BLOCK_FRAMES, handle.frames), handle.channels), dtype=dtype)
+    position = 0
+    while position < out.shape[0]:
+        wanted = min(buffer.shape[0], out.shape[0] - position)
+        got = handle.read(
+            frames=wanted, dtype=buffer.dtype.name, always_2d=True, out=buffer[:wanted]
+        )
+        if got.shape[0] == 0:
+            break
+        np.multiply(got, np.float32(scale), out=out[position : position + got.shape[0]])
+        position += got.shape[0]
+    return out[:position]
 
 
 def _read_with_ffmpeg(

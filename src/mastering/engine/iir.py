@@ -35,7 +35,7 @@ Float64Array = npt.NDArray[np.float64]
 # shorter ones more chunk states to scan.
 _CHUNK = 32
 # Chunk states per group in the scan of the states.
-_GROUP = 128
+_GROUP = 64
 
 
 class BlockFilter:
@@ -82,7 +82,7 @@ class BlockFilter:
         self._free = np.array([c_ @ powers[n] for n in range(chunk)])  # Z: L x d, C A^n
         self._drive = b_
         self._by_channels: dict[int, tuple[Array, Array, Array]] = {}
-        self._by_group: dict[int, tuple[Float64Array, Float64Array, Float64Array]] = {}
+        self._by_group: dict[tuple[int, int], tuple[Float64Array, Float64Array]] = {}
 
     def _matrices(self, channels: int) -> tuple[Array, Array, Array]:
         """T, G and Z acting on chunks laid out as (frames, channels) rows: frames of all
@@ -134,53 +134,70 @@ class BlockFilter:
             states = states @ self._powers[rest].T + (self._gather[:, length - rest :] @ tail).T
         return out, np.ascontiguousarray(states.T)
 
-    def _scan(self, pushes: Float64Array, first: Float64Array) -> Float64Array:
-        """States at every chunk start: s[k+1] = F s[k] + pushes[k], s[0] = first.
+    def _scan(self, pushes: Float64Array, first: Float64Array, level: int = 0) -> Float64Array:
+        """States at every chunk start: s[k+1] = F s[k] + pushes[k], s[0] = first,
+        where F = A^(L * G^level) (one chunk at level 0, G chunks at level 1...).
 
-        Within groups of ``_GROUP`` chunks the states from a zero start are built for all
-        groups at once; then the groups' own starts, one Python step per group.
+        Within groups of ``_GROUP`` steps, the states from a zero start are one matrix
+        product for all groups (block Toeplitz in powers of F); the groups' own starts
+        are the same recurrence one level up (F^G, one step per group); then each
+        state is F^i start + local. No Python loop runs per sample or per chunk.
         """
         count, channels, order = pushes.shape
         group = min(_GROUP, count)
         groups = -(-count // group)
-        step_t, leap_t, spread_t = self._scan_matrices(group)
+        within, spread_t = self._scan_matrices(level, group)
         padded = np.zeros((groups * group, channels, order))
         padded[:count] = pushes
-        # (group, groups * channels, order): every product below is one 2-D matmul.
-        inputs = padded.reshape(groups, group, channels * order).transpose(1, 0, 2)
-        inputs = inputs.reshape(group, groups * channels, order)
-        local = np.zeros((group + 1, groups * channels, order))
-        for i in range(group):
-            np.matmul(local[i], step_t, out=local[i + 1])
-            local[i + 1] += inputs[i]
-        ends = local[group].reshape(groups, channels, order)
-        starts = np.empty((groups + 1, channels, order))
-        starts[0] = first
-        for j in range(groups):
-            starts[j + 1] = starts[j] @ leap_t + ends[j]
-        # s[j * group + i] = F^i starts[j] + local[i][j]
-        spread = (starts[:groups].reshape(groups * channels, order) @ spread_t).reshape(
-            groups, channels, group, order
-        )
-        spread = spread.transpose(0, 2, 1, 3) + local[:group].reshape(
-            group, groups, channels, order
-        ).transpose(1, 0, 2, 3)
-        flat = spread.reshape(groups * group, channels, order)
+        # Rows: one group of one channel, its pushes side by side: (groups * ch, G * d).
+        rows = padded.reshape(groups, group, channels, order).transpose(0, 2, 1, 3)
+        local = rows.reshape(groups * channels, group * order) @ within
+        # local[:, i*d:(i+1)*d] is the state i steps into the group from a zero start.
+        ends = local[:, group * order :].reshape(groups, channels, order)
+        if groups == 1:
+            starts = np.stack([first, first @ self._leap(level, group) + ends[0]])
+        else:
+            starts = self._scan(ends, first, level + 1)
+        spread = starts[:groups].reshape(groups * channels, order) @ spread_t
+        spread += local[:, : group * order]
+        by_group = spread.reshape(groups, channels, group, order).transpose(0, 2, 1, 3)
+        flat = by_group.reshape(groups * group, channels, order)
         if count < flat.shape[0]:
-            # The zero padding after the last chunk only affects states after it.
+            # The zero padding after the last step only affects states after it.
             return flat[: count + 1]
         return np.concatenate([flat, starts[groups:]])
 
-    def _scan_matrices(self, group: int) -> tuple[Float64Array, Float64Array, Float64Array]:
-        """F^T, (F^group)^T and [F^0 ... F^(group-1)]^T side by side, for ``_scan``."""
-        if group not in self._by_group:
-            step = self._powers[self._chunk]
-            powers = [np.eye(self.order)]
+    def _step(self, level: int) -> Float64Array:
+        """F at ``level``: A^(L * G^level)."""
+        step: Float64Array = self._powers[self._chunk]
+        for _ in range(level):
+            step = np.linalg.matrix_power(step, _GROUP)
+        return step
+
+    def _leap(self, level: int, group: int) -> Float64Array:
+        """(F^group)^T at ``level``."""
+        leap: Float64Array = np.linalg.matrix_power(self._step(level), group).T
+        return leap
+
+    def _scan_matrices(self, level: int, group: int) -> tuple[Float64Array, Float64Array]:
+        """For ``_scan``, in row-vector form: the zero-start states of a group from its
+        pushes, and [F^0 ... F^(group-1)]^T side by side."""
+        key = (level, group)
+        if key not in self._by_group:
+            order = self.order
+            step = self._step(level)
+            powers = [np.eye(order)]
             for _ in range(group):
                 powers.append(step @ powers[-1])
-            spread = np.concatenate([p.T for p in powers[:group]], axis=1)
-            self._by_group[group] = (step.T.copy(), powers[group].T.copy(), spread)
-        return self._by_group[group]
+            transposed = np.array([p.T for p in powers])  # (group + 1, d, d)
+            # Block (l, i): push l's share of state i, F^(i-1-l) for l < i, else 0.
+            source, target = np.arange(group)[:, None], np.arange(group + 1)[None, :]
+            lag = target - 1 - source
+            blocks = np.where((lag >= 0)[:, :, None, None], transposed[np.clip(lag, 0, None)], 0.0)
+            within = blocks.transpose(0, 2, 1, 3).reshape(group * order, (group + 1) * order)
+            spread = np.concatenate(list(transposed[:group]), axis=1)
+            self._by_group[key] = (within, spread)
+        return self._by_group[key]
 
 
 def _section_state_space(

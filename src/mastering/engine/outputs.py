@@ -15,6 +15,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import soundfile as sf
 
 from mastering.audio.encode import _SOUNDFILE_FORMATS, encode
@@ -51,6 +52,19 @@ def write_outputs(
     return {fmt: files[fmt] for fmt in outputs}
 
 
+def _wav_pcm16(clipped: Float32Array) -> npt.NDArray[np.int16]:
+    """libsndfile's float -> 16-bit WAV conversion done with numpy (four times faster
+    than its per-sample loop, the same bytes; a test compares): the sample is rounded
+    to 32 bits (``lrintf(x * 2^31)``, capped) and the top 16 kept (``>> 16``, a floor).
+    Scaling by powers of two is exact in float32, so is every step here."""
+    scaled = np.rint(clipped * np.float32(2.0**31))
+    scaled *= np.float32(2.0**-16)
+    np.floor(scaled, out=scaled)
+    np.minimum(scaled, 32767.0, out=scaled)
+    pcm: npt.NDArray[np.int16] = scaled.astype(np.int16)
+    return pcm
+
+
 def _write_streamed(
     samples: Float32Array,
     rate: int,
@@ -82,8 +96,13 @@ def _write_streamed(
                 if not all_finite(block):
                     raise InternalError("The mastered audio contains invalid samples")
                 clipped = np.clip(block, -1.0, 1.0).astype(np.float32, copy=False)
+                pcm16 = None
                 for writer in writers:
-                    writer.write(clipped)
+                    if writer.subtype == "PCM_16" and writer.format == "WAV":
+                        pcm16 = _wav_pcm16(clipped) if pcm16 is None else pcm16
+                        writer.write(pcm16)
+                    else:
+                        writer.write(clipped)
         files: dict[OutputFormat, Path] = {}
         for fmt in formats:
             dest = output_path(work_dir, fmt)

@@ -1,4 +1,11 @@
-"""The engine sounds like matchering: residual at least 40 dB under the result."""
+"""The engine sounds like matchering: residual at least 40 dB under the result.
+
+At 44.1 kHz the stages are matchering's own (the residual is ~135 dB). A target at
+another rate is resampled to 44.1 kHz by matchering and mastered there; this engine
+masters it at its own rate, measuring and EQing it through matchering's resampling
+filter (``engine.resampler``), and its master is compared with matchering's after an
+ideal (FFT) resampling to 44.1 kHz, which adds no band edge of its own.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ pytestmark = pytest.mark.slow
 CLIP_S = 30.0
 RATE = 44_100
 MIN_RESIDUAL_DB = 40.0
+STYLES = ["rock", "acoustic", "electronic", "mono", "quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +28,7 @@ def reference() -> np.ndarray:
     return song("electronic", 22, RATE, CLIP_S)
 
 
-@pytest.mark.parametrize("style", ["rock", "acoustic", "electronic", "mono", "quiet"])
+@pytest.mark.parametrize("style", STYLES)
 def test_matches_matchering_on_44k_clips(style: str, reference: np.ndarray) -> None:
     # Given a 30-second clip of a style and a loud reference
     target = song(style, 21, RATE, CLIP_S)
@@ -33,6 +41,21 @@ def test_matches_matchering_on_44k_clips(style: str, reference: np.ndarray) -> N
     assert residual_db(ours, rate, theirs) >= MIN_RESIDUAL_DB
 
 
+@pytest.mark.parametrize("target_rate", [48_000, 96_000])
+@pytest.mark.parametrize("style", STYLES)
+def test_matches_matchering_at_other_target_rates(
+    style: str, target_rate: int, reference: np.ndarray
+) -> None:
+    # Given a clip at 48 or 96 kHz, which matchering resamples to 44.1 kHz
+    target = song(style, 21, target_rate, CLIP_S)
+    theirs = matchering_master(target, target_rate, reference, RATE)
+    ours, rate = engine_master(target, target_rate, reference, RATE)
+    # Then the master stays at the target's rate and, brought to 44.1 kHz, agrees
+    # with matchering's to 40 dB over the whole band
+    assert rate == target_rate
+    assert residual_db(ours, rate, theirs) >= MIN_RESIDUAL_DB
+
+
 def test_follows_matchering_on_a_quiet_reference_and_a_48k_target() -> None:
     # Given a reference peaking well under full scale (matchering's amplitude
     # coefficient) and a target at 48 kHz
@@ -40,9 +63,9 @@ def test_follows_matchering_on_a_quiet_reference_and_a_48k_target() -> None:
     target = song("rock", 6, 48_000, CLIP_S)
     theirs = matchering_master(target, 48_000, reference, RATE)
     ours, rate = engine_master(target, 48_000, reference, RATE)
-    # Then the 48 kHz master, compared at 44.1 kHz, agrees closely below 15 kHz; above,
-    # matchering's EQ is shaped by its own resampler's band edge (see docs/engine.md),
-    # which this engine does not reproduce exactly.
+    # Then the 48 kHz master agrees with matchering's. Here the limiter works hard
+    # (the master is ~18 dB louder than the target) and runs on 48 kHz samples, not
+    # matchering's 44.1 kHz ones, so it catches slightly different peaks: ~43 dB before
+    # limiting, ~40 dB after (docs/engine.md).
     assert rate == 48_000
-    assert residual_db(ours, rate, theirs, below_hz=15_000.0) >= 35.0
-    assert residual_db(ours, rate, theirs) >= 20.0
+    assert residual_db(ours, rate, theirs) >= 38.0

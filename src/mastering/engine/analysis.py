@@ -11,6 +11,7 @@ does not depend on the track's length.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,7 @@ from mastering.audio.measure import sample_peak
 from mastering.engine.dsp import (
     BLOCK_FRAMES,
     FFT_WORKERS,
+    FirStream,
     Float64Array,
     FloatArray,
     PieceLayout,
@@ -32,6 +34,7 @@ from mastering.engine.eq import fir_length
 from mastering.engine.loudness import LoudnessMeter
 from mastering.engine.params import FFT_SIZE, INTERNAL_RATE, MIN_VALUE, THRESHOLD
 from mastering.engine.profile import ReferenceProfile
+from mastering.engine.resampler import band_limit_taps
 from mastering.errors import AudioTooShort
 
 
@@ -71,6 +74,31 @@ def frame_magnitude_sum(signal: FloatArray, frame: int) -> Float64Array:
     return total
 
 
+def _band_limited_pieces(
+    samples: FloatArray, layout: PieceLayout, rate: int
+) -> Iterator[tuple[Float64Array, Float64Array]]:
+    """Each piece's mid and side at ``rate`` as matchering's resampling leaves them:
+    through resampy's filter (``band_limit_taps``), zeros beyond the track's ends as
+    resampy, each piece filtered with its neighbours' samples around it."""
+    taps = band_limit_taps(rate)
+    half = taps.shape[0] // 2
+    frames, size = samples.shape[0], layout.piece_size
+    for index in range(layout.divisions):
+        start, stop = index * size, (index + 1) * size
+        lo, hi = max(start - half, 0), min(stop + half, frames)
+        mid, side = mid_side(samples[lo:hi])
+        stream = FirStream(np.stack([taps, taps], axis=1), in_channels=2)
+        # Full convolution, then the outputs centred on [start, stop).
+        full = np.concatenate(
+            [
+                stream.push(np.stack([mid, side], axis=1)),
+                stream.push(np.zeros((taps.shape[0] - 1, 2), dtype=np.float32)),
+            ]
+        )
+        centred = full[start - lo + half : stop - lo + half].astype(np.float64)
+        yield centred[:, 0], centred[:, 1]
+
+
 def _on_internal_grid(spectrum: Float64Array, rate: int, frame: int) -> Float64Array:
     """A spectrum measured with ``frame``-point FFTs at ``rate``, on matchering's
     44.1 kHz / 4096-point bins (the bin spacing is nearly the same; interpolated).
@@ -89,7 +117,9 @@ def analyze_levels(samples: FloatArray, rate: int, *, role: str) -> LevelAnalysi
     matchering resamples to 44.1 kHz first. Here a track at another rate is measured
     at its own rate, with pieces of the same duration and FFT frames of the same
     duration (so the same bin spacing), and its spectra are mapped onto the 44.1 kHz
-    bins: no resampler, whose band edge would otherwise colour the top octave.
+    bins. Such a track is measured through matchering's resampling filter (at its own
+    rate), so its pieces' RMS and spectra lack what resampling would remove (~20 kHz
+    up) and show the band edge as matchering's measurement does.
     """
     if internal_frames(samples.shape[0], rate) < FFT_SIZE:
         raise AudioTooShort(f"The {role} is too short to master")
@@ -101,8 +131,14 @@ def analyze_levels(samples: FloatArray, rate: int, *, role: str) -> LevelAnalysi
     piece_rms = np.empty(layout.divisions)
     mid_sums = np.empty((layout.divisions, frame // 2 + 1))
     side_sums = np.empty_like(mid_sums)
-    for index in range(layout.divisions):
-        mid, side = mid_side(samples[index * size : (index + 1) * size])
+    if rate == INTERNAL_RATE:
+        pieces: Iterable[tuple[Float64Array, Float64Array]] = (
+            mid_side(samples[index * size : (index + 1) * size])
+            for index in range(layout.divisions)
+        )
+    else:
+        pieces = _band_limited_pieces(samples, layout, rate)
+    for index, (mid, side) in enumerate(pieces):
         piece_rms[index] = np.sqrt(mid @ mid / size)
         # float32 FFTs: twice as fast, and ~1e-7 on an average spectrum is nothing.
         mid_sums[index] = frame_magnitude_sum(mid.astype(np.float32), frame)

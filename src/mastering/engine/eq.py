@@ -5,7 +5,8 @@ ratio on a log-frequency grid (cubic interpolation, LOWESS, back to linear), and
 turns it into a 4096-tap linear-phase FIR (Hann-windowed) at 44.1 kHz. Here the
 smoothed curve, a function of frequency, is sampled on the FFT grid of the target's
 rate instead: at 44.1 kHz the taps are matchering's own; elsewhere the filter has the
-same response and timing up to 93 % of the lower Nyquist and fades out above it.
+same response and timing, times the band edge of the resampling matchering would
+have done (``engine.resampler``).
 
 scipy's ``interp1d`` and ``hann`` are replaced by numpy equivalents (``engine.spline``
 and ``hann`` below): importing scipy.interpolate and scipy.signal would cost more than
@@ -26,11 +27,10 @@ from mastering.engine.params import (
     LOWESS_FRAC,
     MIN_VALUE,
 )
+from mastering.engine.resampler import resampler_response
 from mastering.engine.spline import CubicSpline
 
 _NYQUIST = INTERNAL_RATE * 0.5
-_RELIABLE_BAND = 0.93
-_BAND_EDGE = 0.99
 
 
 def matching_ratio(reference: Float64Array, target: Float64Array) -> Float64Array:
@@ -86,15 +86,12 @@ def design_fir(ratio: Float64Array, rate: int) -> Float64Array:
         response = curve(_linear_grid())
     else:
         frequencies = rate * 0.5 * np.linspace(0, 1, length // 2 + 1)
-        # matchering resamples such a target to 44.1 kHz first, so its master has
-        # nothing above ~21 kHz. Up to 93 % of the lower Nyquist the curve is used as is;
-        # above, its gain there fades out (raised cosine to 99 %), like the band edge of
-        # matchering's resampling.
+        # matchering resamples such a target to 44.1 kHz first and EQs that, so its
+        # master carries its resampler's band edge (~20.2 kHz at 48 kHz and up) and
+        # nothing above the lower Nyquist: the EQ here has that edge built in.
         nyquist = min(_NYQUIST, rate * 0.5)
-        reliable = _RELIABLE_BAND * nyquist
-        response = curve(np.minimum(frequencies, reliable))
-        fade = (frequencies - reliable) / ((_BAND_EDGE - _RELIABLE_BAND) * nyquist)
-        response *= 0.5 * (1.0 + np.cos(np.pi * np.clip(fade, 0.0, 1.0)))
+        response = curve(np.minimum(frequencies, nyquist))
+        response *= resampler_response(frequencies, rate)
     # matchering: no DC, and the lowest bin (about 10.8 Hz) left unsmoothed.
     response[0] = 0.0
     response[1] = ratio[1]

@@ -53,7 +53,7 @@ def test_the_engine_never_imports_statsmodels_or_matchering() -> None:
     assert not [m for m in loaded if m.split(".")[0] in ("statsmodels", "matchering", "numba")]
 
 
-def test_a_whole_job_imports_neither_scipy_signal_nor_interpolate(tmp_path: Path) -> None:
+def test_a_whole_job_imports_no_scipy_module_nor_pyloudnorm(tmp_path: Path) -> None:
     # Given a target and a reference file
     from tests.audio_factory import tone_mix, write_wav
 
@@ -70,6 +70,6 @@ def test_a_whole_job_imports_neither_scipy_signal_nor_interpolate(tmp_path: Path
         "outcome = master_files(request, lambda stage, percent: None)\n"
         "assert outcome.metrics['result_lufs'] is not None\n"
     )
-    # Then the slow-to-import modules (about 1.4 s together) were never loaded
-    slow = ("scipy.signal", "scipy.interpolate", "scipy.stats", "pyloudnorm")
-    assert not [m for m in loaded if m.startswith(slow)]
+    # Then the slow-to-import modules (about 1.6 s together) were never loaded: the
+    # engine's FFTs load scipy's compiled pocketfft alone (engine.fft)
+    assert not [m for m in loaded if m.split(".")[0] in ("scipy", "pyloudnorm")]

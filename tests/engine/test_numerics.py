@@ -122,3 +122,33 @@ def test_cubic_spline_refuses_unsorted_or_short_input() -> None:
         CubicSpline([0.0, 1.0, 2.0], [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="strictly increasing"):
         CubicSpline([0.0, 2.0, 1.0, 3.0], [1.0, 2.0, 3.0, 4.0])
+
+
+def test_engine_ffts_are_scipy_ffts_bit_for_bit() -> None:
+    import scipy.fft
+
+    from mastering.engine import fft
+
+    # The direct pocketfft path is the one in use (else a job imports scipy.fft)
+    assert fft.using_pocketfft_directly()
+    rng = np.random.default_rng(4)
+    windows = rng.standard_normal((3, 16_384, 2)).astype(np.float32)
+    spectra = fft.rfft(windows, axis=1)
+    assert np.array_equal(spectra, scipy.fft.rfft(windows, axis=1))
+    assert np.array_equal(
+        fft.irfft(spectra, n=16_384, axis=1), scipy.fft.irfft(spectra, n=16_384, axis=1)
+    )
+    taps = rng.standard_normal((4_458, 2))
+    assert np.array_equal(fft.rfft(taps, n=16_384, axis=0), scipy.fft.rfft(taps, n=16_384, axis=0))
+
+
+@pytest.mark.parametrize("size", [1, 2, 44, 89, 1_000])
+def test_sliding_max_equals_maximum_filter1d(size: int) -> None:
+    from scipy.ndimage import maximum_filter1d
+
+    from mastering.engine.limiter import sliding_max
+
+    values = np.random.default_rng(size).random(12_345)
+    # Windows [j, j + size) are maximum_filter1d's around j + size // 2.
+    expected = maximum_filter1d(values, size=size)[size // 2 : size // 2 + 12_345 - size + 1]
+    assert np.array_equal(sliding_max(values, size), expected)

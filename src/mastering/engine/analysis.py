@@ -16,13 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-import scipy.fft
 
 from mastering.audio.decode import DecodedAudio
 from mastering.audio.measure import sample_peak
+from mastering.engine import fft
 from mastering.engine.dsp import (
     BLOCK_FRAMES,
-    FFT_WORKERS,
     FirStream,
     Float64Array,
     FloatArray,
@@ -69,7 +68,7 @@ def frame_magnitude_sum(signal: FloatArray, frame: int) -> Float64Array:
     "spectrum" scaling with a boxcar window, as matchering calls it)."""
     frames = signal.shape[0] // frame
     framed = signal[: frames * frame].reshape(frames, frame)
-    spectra = scipy.fft.rfft(framed, axis=1, workers=FFT_WORKERS)
+    spectra = fft.rfft(framed, axis=1)
     total: Float64Array = np.abs(spectra).sum(axis=0, dtype=np.float64) / frame
     return total
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-import scipy.fft
 
+from mastering.engine import fft
 from mastering.engine.params import INTERNAL_RATE, MAX_PIECE_FRAMES
 
 Float32Array = npt.NDArray[np.float32]
@@ -22,8 +22,6 @@ FloatArray = npt.NDArray[np.floating]
 
 # Frames per block of streamed work: ~3 s at 44.1 kHz, a few MB per temporary.
 BLOCK_FRAMES = 1 << 17
-# scipy.fft threads for batched transforms (all cores Lambda gives the function).
-FFT_WORKERS = -1
 
 
 def mid_side(block: FloatArray) -> tuple[Float64Array, Float64Array]:
@@ -94,7 +92,7 @@ class FirStream:
             raise ValueError("fft_size must be at least twice the FIR length")
         self._size = size
         self._hop = size - self._length + 1
-        self._spectrum = scipy.fft.rfft(taps.astype(np.float32), n=size, axis=0)[None]
+        self._spectrum = fft.rfft(taps.astype(np.float32), n=size, axis=0)[None]
         self._history = np.zeros((self._length - 1, in_channels), dtype=np.float32)
 
     @property
@@ -116,8 +114,8 @@ class FirStream:
             writeable=False,
         )
         # Broadcasts one input channel over several FIRs (the true-peak phases).
-        spectra = scipy.fft.rfft(windows, axis=1, workers=FFT_WORKERS) * self._spectrum
-        filtered = scipy.fft.irfft(spectra, n=self._size, axis=1, workers=FFT_WORKERS)
+        spectra = fft.rfft(windows, axis=1) * self._spectrum
+        filtered = fft.irfft(spectra, n=self._size, axis=1)
         # Overlap-save: the first taps - 1 outputs of each window are wrapped around.
         valid = filtered[:, self._length - 1 :, :].reshape(frames * self._hop, -1)
         out: Float32Array = np.ascontiguousarray(valid[:count], dtype=np.float32)

@@ -152,3 +152,16 @@ def test_sliding_max_equals_maximum_filter1d(size: int) -> None:
     # Windows [j, j + size) are maximum_filter1d's around j + size // 2.
     expected = maximum_filter1d(values, size=size)[size // 2 : size // 2 + 12_345 - size + 1]
     assert np.array_equal(sliding_max(values, size), expected)
+
+
+@pytest.mark.parametrize("frames", [5, 33, 1_000, 131_072, 131_073, 300_001])
+def test_true_peak_equals_resample_poly_at_block_edges(frames: int) -> None:
+    from mastering.audio.measure import true_peak_dbtp
+    from mastering.engine.loudness import to_db, true_peak
+
+    # Given noise with its extremes at the very first and last samples
+    rng = np.random.default_rng(frames)
+    samples = (rng.standard_normal((frames, 2)) * 0.3).astype(np.float32)
+    samples[0, 0], samples[-1, 1] = -0.95, 0.9
+    # Then the streamed meter reads what resample_poly's oversampling reads
+    assert to_db(true_peak(samples)) == pytest.approx(true_peak_dbtp(samples, 44_100), abs=1e-5)

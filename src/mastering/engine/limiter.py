@@ -128,23 +128,19 @@ class _GainCache:
 def sliding_max(values: Float64Array, size: int) -> Float64Array:
     """max(values[j : j + size]) for every whole window j (``len - size + 1`` of them).
 
-    numpy only (scipy.ndimage's import costs ~0.2 s a process), in O(n) whatever the
-    window (van Herk / Gil-Werman): in blocks of ``size``, a running max from each
-    block's start and one from its end; a window spans at most two blocks, so its max
-    is the second block's prefix max and the first block's suffix max.
+    numpy only (scipy.ndimage's import costs ~0.2 s a process): maxima over windows of
+    1, 2, 4 ... samples by doubling (a few whole-array ``np.maximum`` passes), then a
+    window of ``size`` is the max of two overlapping power-of-two windows. Exact.
     """
     count = values.shape[0] - size + 1
     if count <= 0:
         return np.zeros(0)
-    if size == 1:
-        return values.copy()
-    blocks = -(-values.shape[0] // size)
-    padded = np.full(blocks * size, -np.inf)
-    padded[: values.shape[0]] = values
-    rows = padded.reshape(blocks, size)
-    prefix = np.maximum.accumulate(rows, axis=1).reshape(-1)
-    suffix = np.maximum.accumulate(rows[:, ::-1], axis=1)[:, ::-1].reshape(-1)
-    result: Float64Array = np.maximum(suffix[:count], prefix[size - 1 : size - 1 + count])
+    current, width = values, 1
+    while width * 2 <= size:
+        # current[j] = max(values[j : j + width]) -> windows of twice the width
+        current = np.maximum(current[:-width], current[width:])
+        width *= 2
+    result: Float64Array = np.maximum(current[:count], current[size - width : size - width + count])
     return result
 
 

@@ -4,7 +4,7 @@
 of the track, and the true-peak meter runs scipy's polyphase resampler (about 0.4 s
 per minute of stereo). The engine sees its audio block by block anyway, so it meters
 there: the same BS.1770-4 gating as pyloudnorm with its K-weighting coefficients,
-and the same 4x oversampling filter as ``measure.true_peak_dbtp`` applied by FFT.
+and the same 4x oversampling filter as ``measure.true_peak_dbtp`` as matrix products.
 
 Nothing here imports ``scipy.signal`` (pyloudnorm imports it, about 1 s): the
 K-weighting biquads are pyloudnorm's formulas evaluated here, run by ``engine.iir``,
@@ -21,7 +21,7 @@ from functools import cache
 import numpy as np
 import numpy.typing as npt
 
-from mastering.engine.dsp import BLOCK_FRAMES, FirStream, FloatArray
+from mastering.engine.dsp import BLOCK_FRAMES, FloatArray
 from mastering.engine.iir import BlockFilter
 
 # BS.1770-4: 400 ms blocks every 100 ms, -70 LUFS absolute and -10 LU relative gates.
@@ -161,27 +161,60 @@ def _k_weighting_filter(rate: int) -> BlockFilter:
     return BlockFilter(k_weighting(rate), dtype=np.float32)
 
 
+# Frames per row of the true-peak products: outputs of a row need the 10 samples
+# either side, taken from the rows before and after.
+_PEAK_CHUNK = 32
+
+
+@cache
+def _peak_matrices() -> tuple[npt.NDArray[np.float32], ...]:
+    """The 4x oversampling of a row of ``_PEAK_CHUNK`` samples as three products: from
+    the previous row's last ``span`` samples, the row itself, the next row's first
+    ``span``; columns ``phase * chunk + i`` are output ``4 (row start + i) + phase``."""
+    phases = _oversampling_phases()  # (2 span + 1 taps, 4 phases), tap j is lag j - span
+    span = phases.shape[0] // 2
+    chunk = _PEAK_CHUNK
+    # Input position j (relative to the row start, -span .. chunk + span - 1) reaches
+    # output i of a phase through the tap at lag i - j.
+    positions = np.arange(-span, chunk + span)[:, None]
+    lags = np.arange(chunk)[None, :] - positions
+    inside = np.abs(lags) <= span
+    columns = [
+        np.where(inside, phases[np.clip(lags + span, 0, 2 * span), p], 0.0) for p in range(4)
+    ]
+    weights = np.concatenate(columns, axis=1).astype(np.float32)  # (chunk + 2 span, 4 chunk)
+    return weights[:span], weights[span : span + chunk], weights[span + chunk :]
+
+
 def true_peak(samples: FloatArray) -> float:
-    """Linear true peak of (frames, channels) ``samples``, as measure.true_peak_dbtp."""
-    phases = _oversampling_phases()
-    lag = phases.shape[0] // 2  # output n of every phase is full-convolution index n + lag
+    """Linear true peak of (frames, channels) ``samples``, as measure.true_peak_dbtp
+    (resample_poly's 4x filter, zeros beyond the ends), as block-wise matrix products:
+    rows of 32 samples times the (banded) oversampling matrix, ~10x cheaper than FFTs
+    for a 21-tap filter."""
+    before, own, after = _peak_matrices()
+    span, chunk = before.shape[0], _PEAK_CHUNK
     frames = samples.shape[0]
+    block = BLOCK_FRAMES
     peak = 0.0
     for channel in range(samples.shape[1]):
-        stream = FirStream(phases, in_channels=1)
-        for start in range(0, frames + lag, BLOCK_FRAMES):
-            stop = min(start + BLOCK_FRAMES, frames + lag)
-            if start < frames:
-                block = samples[start : min(stop, frames), channel : channel + 1]
-                if stop > frames:
-                    block = np.concatenate([block, np.zeros((stop - frames, 1), block.dtype)])
-            else:
-                block = np.zeros((stop - start, 1), dtype=np.float32)
-            out = stream.push(block)
-            # Keep full-convolution indices [lag, frames + lag): resample_poly's range.
-            lo = max(lag - start, 0)
-            if lo < out.shape[0]:
-                peak = max(peak, float(np.max(np.abs(out[lo:]))))
+        for start in range(0, frames, block):
+            stop = min(start + block, frames)
+            rows = -(-(stop - start) // chunk)
+            # One row of context either side (zeros past the track's ends).
+            extended = np.zeros((rows + 2) * chunk, dtype=np.float32)
+            lead, tail = min(chunk, start), min(chunk, frames - stop)
+            extended[chunk - lead : chunk + stop - start + tail] = samples[
+                start - lead : stop + tail, channel
+            ]
+            grid = extended.reshape(rows + 2, chunk)
+            out = grid[1:-1] @ own
+            out += grid[:-2, chunk - span :] @ before
+            out += grid[2:, :span] @ after
+            # The last row may run past ``stop``: those outputs belong to the next block.
+            valid = stop - start - (rows - 1) * chunk
+            full = np.abs(out[:-1]).max() if rows > 1 else 0.0
+            last = np.abs(out[-1].reshape(4, chunk)[:, :valid]).max()
+            peak = max(peak, float(full), float(last))
     return peak
 
 

@@ -8,8 +8,10 @@ import pytest
 from mastering.engine.resampler import (
     ROLLOFF,
     ZERO_CROSSINGS,
+    Resampler,
     _kernel,
     band_limit_taps,
+    internal_length,
     resampler_response,
 )
 
@@ -54,3 +56,30 @@ def test_band_limit_taps_have_the_response(rate: int) -> None:
 
 def test_a_44k_track_is_not_filtered() -> None:
     assert np.array_equal(resampler_response(np.array([0.0, 21_000.0]), 44_100), [1.0, 1.0])
+
+
+@pytest.mark.parametrize("rate", [22_050, 32_000, 48_000, 96_000, 192_000])
+def test_resampler_equals_resampy_block_by_block(rate: int) -> None:
+    resampy = pytest.importorskip("resampy")
+    # Given three seconds of noise, resampled by resampy in one go
+    signal = (np.random.default_rng(rate).standard_normal(3 * rate) * 0.3).astype(np.float32)
+    expected = resampy.resample(signal.astype(np.float64), rate, 44_100, filter="kaiser_best")
+    # When the Resampler computes the same outputs in uneven ranges, each from only
+    # the samples within its reach
+    resampler = Resampler(rate)
+    frames = internal_length(signal.shape[0], rate)
+    pieces = []
+    for first in range(0, frames, 40_001):
+        stop = min(first + 40_001, frames)
+        lo = max(int(first * rate / 44_100) - resampler.reach, 0)
+        hi = min(int(stop * rate / 44_100) + resampler.reach + 1, signal.shape[0])
+        pieces.append(resampler.outputs(signal[lo:hi], first, stop, offset=lo))
+    # Then it is resampy's output to float32 precision
+    assert frames == expected.shape[0]
+    np.testing.assert_allclose(np.concatenate(pieces), expected, rtol=0, atol=3e-6)
+
+
+def test_resampler_refuses_rates_without_a_small_period() -> None:
+    assert not Resampler.available(44_056)
+    with pytest.raises(ValueError, match="no resampling matrix"):
+        Resampler(44_056)

@@ -33,7 +33,7 @@ from mastering.engine.eq import fir_length
 from mastering.engine.loudness import LoudnessMeter
 from mastering.engine.params import FFT_SIZE, INTERNAL_RATE, MIN_VALUE, THRESHOLD
 from mastering.engine.profile import ReferenceProfile
-from mastering.engine.resampler import band_limit_taps
+from mastering.engine.resampler import Resampler, band_limit_taps, internal_length
 from mastering.errors import AudioTooShort
 
 
@@ -113,18 +113,19 @@ def _on_internal_grid(spectrum: Float64Array, rate: int, frame: int) -> Float64A
 def analyze_levels(samples: FloatArray, rate: int, *, role: str) -> LevelAnalysis:
     """Loudest-piece statistics of (frames, 1 | 2) ``samples`` at ``rate``.
 
-    matchering resamples to 44.1 kHz first. Here a track at another rate is measured
-    at its own rate, with pieces of the same duration and FFT frames of the same
-    duration (so the same bin spacing), and its spectra are mapped onto the 44.1 kHz
-    bins. Such a track is measured through matchering's resampling filter (at its own
-    rate), so its pieces' RMS and spectra lack what resampling would remove (~20 kHz
-    up) and show the band edge as matchering's measurement does.
+    matchering resamples to 44.1 kHz first: so does this analysis, piece by piece, for
+    a track at another rate (``_analyze_resampled``). Only at a rate without a small
+    period against 44.1 kHz is the track measured at its own rate, through the same
+    filter, with pieces and FFT frames of the same durations (so the same bin
+    spacing), and its spectra mapped onto the 44.1 kHz bins.
     """
     if internal_frames(samples.shape[0], rate) < FFT_SIZE:
         raise AudioTooShort(f"The {role} is too short to master")
     layout = PieceLayout.for_frames(internal_frames(samples.shape[0], rate))
     if rate != INTERNAL_RATE:
         layout = layout.scaled(samples.shape[0])
+        if Resampler.available(rate):
+            return _analyze_resampled(samples, rate, layout)
     frame = fir_length(rate)
     size = layout.piece_size
     piece_rms = np.empty(layout.divisions)
@@ -152,6 +153,42 @@ def analyze_levels(samples: FloatArray, rate: int, *, role: str) -> LevelAnalysi
         mid_spectrum=_on_internal_grid(mid_sums[loudest].sum(axis=0) / averaged, rate, frame),
         side_spectrum=_on_internal_grid(side_sums[loudest].sum(axis=0) / averaged, rate, frame),
         # The reference's normalisation needs the peak of the whole track.
+        peak=sample_peak(samples),
+    )
+
+
+def _analyze_resampled(samples: FloatArray, rate: int, layout: PieceLayout) -> LevelAnalysis:
+    """matchering's analysis of the track resampled to 44.1 kHz as resampy does, one
+    44.1 kHz piece at a time (``Resampler``: the piece's outputs from the samples
+    around it): its pieces, RMS and 4096-point spectra exactly, leakage included.
+    ``layout`` (the same pieces at ``rate``) is what the later stages use."""
+    resampler = Resampler(rate)
+    internal = PieceLayout.for_frames(internal_length(samples.shape[0], rate))
+    size = internal.piece_size
+    piece_rms = np.empty(internal.divisions)
+    mid_sums = np.empty((internal.divisions, FFT_SIZE // 2 + 1))
+    side_sums = np.empty_like(mid_sums)
+    # The input span a piece's outputs need, with the kernel's reach either side.
+    reach = resampler.reach
+    for index in range(internal.divisions):
+        first, stop = index * size, (index + 1) * size
+        lo = max(int(first * rate / INTERNAL_RATE) - reach, 0)
+        hi = min(int(stop * rate / INTERNAL_RATE) + reach + 1, samples.shape[0])
+        mid, side = mid_side(samples[lo:hi])
+        mid = resampler.outputs(mid, first, stop, offset=lo)
+        side = resampler.outputs(side, first, stop, offset=lo)
+        piece_rms[index] = np.sqrt(mid @ mid / size)
+        mid_sums[index] = frame_magnitude_sum(mid.astype(np.float32), FFT_SIZE)
+        side_sums[index] = frame_magnitude_sum(side.astype(np.float32), FFT_SIZE)
+    loudest, match_rms = loudest_pieces(piece_rms)
+    averaged = int(np.count_nonzero(loudest)) * (size // FFT_SIZE)
+    return LevelAnalysis(
+        layout=layout,
+        piece_rms=piece_rms,
+        loudest=loudest,
+        match_rms=match_rms,
+        mid_spectrum=mid_sums[loudest].sum(axis=0) / averaged,
+        side_spectrum=side_sums[loudest].sum(axis=0) / averaged,
         peak=sample_peak(samples),
     )
 

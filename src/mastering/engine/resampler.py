@@ -7,17 +7,22 @@ is flat below ~19.5 kHz and removes everything from ~21 kHz up. That band edge i
 part of matchering's sound at those rates: it is in the target spectrum matchering
 measures (so its matching EQ rises there) and in its master.
 
-This engine never resamples, but applies the same edge where matchering's would be,
-from the filter's definition (numpy only; resampy is not imported at run time): the
-analysis of a track at another rate measures it through that filter at the track's
-own rate (``band_limit_taps``: resampy's kernel evaluated on the track's sample grid,
-so the spectra show the same edge and the same boxcar-FFT leakage as a resampled
-track's), and the matching EQ at that rate has the filter's magnitude response
-(``resampler_response``) built in.
+This engine never resamples what it masters (the output stays at the target's rate),
+but reproduces both effects, from the filter's definition (numpy only; resampy is not
+imported at run time):
+
+* the analysis of a track at another rate sees it exactly as resampy's 44.1 kHz
+  output (``Resampler``: resampy's arithmetic as matrix products, piece by piece), so
+  pieces, RMS and 4096-point spectra are matchering's own, band edge and boxcar
+  leakage included; rates without a small 44.1 kHz period (say 44 056 Hz) are
+  measured through the same filter at their own rate instead (``band_limit_taps``);
+* the matching EQ at the target's rate has the filter's magnitude response
+  (``resampler_response``) built in, so the master has matchering's band edge.
 """
 
 from __future__ import annotations
 
+import math
 from functools import cache
 
 import numpy as np
@@ -92,3 +97,85 @@ def resampler_response(frequencies_hz: npt.ArrayLike, rate: int) -> FloatArray:
     response[cycles >= 0.5] = 0.0
     shaped: FloatArray = response.reshape(frequencies.shape)
     return shaped
+
+
+# resampy's kaiser_best table: 2^13 entries per zero crossing.
+_TABLE_PER_CROSSING = 2**13
+# Largest output period (44.1 kHz samples) for which ``Resampler`` builds its matrix:
+# every common rate has at most 441 (32, 16, 8 kHz); 48/96/192 kHz have 147.
+MAX_PERIOD = 441
+
+
+def internal_length(frames: int, rate: int) -> int:
+    """Frames resampy makes of ``frames`` at ``rate`` (it rounds down)."""
+    return int(frames * float(INTERNAL_RATE) / float(rate))
+
+
+class Resampler:
+    """resampy's ``kaiser_best`` resampling of a ``rate`` signal to 44.1 kHz, as
+    matrix products: outputs come in periods of ``up`` (147 for 48/96 kHz) for every
+    ``down`` inputs (160, 320), and each output phase within a period weights the
+    same input window the same way, so a period of outputs is one row of inputs times
+    one (window x up) matrix of kernel values. Equals resampy to ~1e-7 (resampy
+    interpolates its kernel table linearly; this evaluates the kernel)."""
+
+    def __init__(self, rate: int) -> None:
+        common = math.gcd(rate, INTERNAL_RATE)
+        self.up, self.down = INTERNAL_RATE // common, rate // common
+        if self.up > MAX_PERIOD:
+            raise ValueError(f"no resampling matrix for {rate} Hz")
+        scale = min(1.0, INTERNAL_RATE / rate)
+        self._half = math.ceil(ZERO_CROSSINGS / scale) + 1
+        width = self.down + 2 * self._half + 1
+        # Row j is input n = period start - half + j; column q is output phase q, at
+        # t = q * down / up inputs after the period start.
+        times = np.arange(self.up) * (self.down / self.up)
+        whole = np.floor(times)
+        inputs = np.arange(width)[:, None] - self._half
+        # resampy steps through its kernel table by int(scale * 8192) entries per input
+        # sample, from scale * (distance to the nearest input on that side): keep both.
+        step = int(scale * _TABLE_PER_CROSSING) / _TABLE_PER_CROSSING
+        left = whole[None, :] - inputs  # 0, 1, ... for inputs at or before t
+        right = inputs - whole[None, :] - 1  # 0, 1, ... for inputs after t
+        u = np.where(
+            left >= 0,
+            scale * (times - whole)[None, :] + left * step,
+            scale * (1.0 - (times - whole))[None, :] + right * step,
+        )
+        self._weights = (scale * _kernel(u)).astype(np.float32)
+        self._width = width
+
+    @staticmethod
+    def available(rate: int) -> bool:
+        return INTERNAL_RATE // math.gcd(rate, INTERNAL_RATE) <= MAX_PERIOD
+
+    @property
+    def reach(self) -> int:
+        """Inputs either side of an output's time that its value depends on (bound)."""
+        return self._half + self.down
+
+    def outputs(
+        self, signal: npt.NDArray[np.floating], first: int, stop: int, *, offset: int = 0
+    ) -> FloatArray:
+        """44.1 kHz outputs [first, stop) of a track whose samples from ``offset`` on
+        are ``signal`` (zeros outside it: the track's ends, as resampy; the caller
+        passes every sample within ``reach`` of the outputs)."""
+        periods_from, periods_to = first // self.up, -(-stop // self.up)
+        count = periods_to - periods_from
+        start = periods_from * self.down - self._half
+        span = (count - 1) * self.down + self._width
+        window = np.zeros(span, dtype=np.float32)
+        lo = max(start, offset)
+        hi = min(start + span, offset + signal.shape[0])
+        if hi > lo:
+            window[lo - start : hi - start] = signal[lo - offset : hi - offset]
+        rows = np.lib.stride_tricks.as_strided(
+            window,
+            shape=(count, self._width),
+            strides=(self.down * window.strides[0], window.strides[0]),
+            writeable=False,
+        )
+        values = (np.ascontiguousarray(rows) @ self._weights).reshape(-1)
+        skip = first - periods_from * self.up
+        result: FloatArray = values[skip : skip + stop - first].astype(np.float64)
+        return result

@@ -14,16 +14,26 @@ from mastering.engine.outputs import write_outputs
 from mastering.formats import OutputFormat
 
 
-@pytest.mark.parametrize(("frames", "channels"), [(1, 1), (1_000, 2), (300_001, 2), (70_000, 1)])
-def test_16_bit_wav_decodes_to_libsndfiles_floats(
-    tmp_path: Path, frames: int, channels: int
+@pytest.mark.parametrize(
+    ("frames", "channels", "container"),
+    [
+        (1, 1, "WAV"),
+        (1_000, 2, "WAV"),
+        (300_001, 2, "WAV"),
+        (70_000, 1, "WAV"),
+        (300_001, 2, "FLAC"),
+        (70_000, 2, "AIFF"),
+    ],
+)
+def test_16_bit_pcm_decodes_to_libsndfiles_floats(
+    tmp_path: Path, frames: int, channels: int, container: str
 ) -> None:
-    # Given a 16-bit WAV holding every extreme and random values
+    # Given a 16-bit file holding every extreme and random values
     rng = np.random.default_rng(frames)
     pcm = rng.integers(-32768, 32768, size=(frames, channels), dtype=np.int16)
     pcm.flat[:2] = [-32768, 32767][: pcm.size]
-    path = tmp_path / "in.wav"
-    sf.write(path, pcm, 44_100, subtype="PCM_16")
+    path = tmp_path / f"in.{container.lower()}"
+    sf.write(path, pcm, 44_100, subtype="PCM_16", format=container)
     # When it is decoded
     audio = decode_audio(path, tmp_path, role="target", max_duration_s=60.0)
     # Then the samples are exactly what libsndfile's float read gives

@@ -165,3 +165,17 @@ def test_true_peak_equals_resample_poly_at_block_edges(frames: int) -> None:
     samples[0, 0], samples[-1, 1] = -0.95, 0.9
     # Then the streamed meter reads what resample_poly's oversampling reads
     assert to_db(true_peak(samples)) == pytest.approx(true_peak_dbtp(samples, 44_100), abs=1e-5)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_float32_mid_side_is_mid_side_rounded(channels: int) -> None:
+    from mastering.engine.dsp import mid_side
+    from mastering.engine.master import _mid_side_float32
+
+    block = (np.random.default_rng(channels).standard_normal((100_000, channels)) * 0.4).astype(
+        np.float32
+    )
+    mid, side = mid_side(block)
+    ours = _mid_side_float32(block)
+    assert np.array_equal(ours[:, 0], mid.astype(np.float32))
+    assert np.array_equal(ours[:, 1], side.astype(np.float32))

@@ -34,7 +34,6 @@ from mastering.engine.dsp import (
     Float64Array,
     FloatArray,
     PieceLayout,
-    mid_side,
 )
 from mastering.engine.eq import design_fir, matching_ratio
 from mastering.engine.limiter import design_limiter, gain_envelope, hard_clip_gain, limiter_needed
@@ -189,11 +188,25 @@ def convolve_stage(
     for start in range(0, frames, block):
         chunk = source[start : start + block]
         meter.push(chunk)  # before an in-place write can reach it
-        mid, side = mid_side(chunk)
-        store(stream.push(np.stack([mid, side], axis=1)), start)
+        store(stream.push(_mid_side_float32(chunk)), start)
     # The last half-FIR of outputs needs inputs past the end: zeros, as fftconvolve.
     store(stream.push(np.zeros((offset, 2), dtype=np.float32)), frames)
     return ConvolvedStats(layout, energy, peak, stereo_peak)
+
+
+def _mid_side_float32(chunk: FloatArray) -> Float32Array:
+    """(frames, 2) mid and side of a float32 block, as ``mid_side`` rounded to float32
+    (what the float32 FFTs take), without float64 temporaries: (L + R) / 2 and
+    (L - R) / 2 are rounded once either way, so the values are the same."""
+    out = np.empty((chunk.shape[0], 2), dtype=np.float32)
+    if chunk.shape[1] == 1:
+        out[:, 0] = chunk[:, 0]
+        out[:, 1] = 0.0
+        return out
+    np.add(chunk[:, 0], chunk[:, 1], out=out[:, 0])
+    np.subtract(chunk[:, 0], chunk[:, 1], out=out[:, 1])
+    out *= np.float32(0.5)
+    return out
 
 
 def _accumulate_pieces(

@@ -13,9 +13,10 @@ function's forked worker is, and prints per length:
 * peak bytes in the work directory (the function's ``/tmp``: both inputs, the
   decoded temporaries and every output);
 * GB-seconds billed at a given ``MasterMemorySize``, and the limits derived for the
-  longest length: memory = (peak RSS + handler) x 1.25 rounded up to 64 MB but at
-  least the 1792 MB that buy one full vCPU (the worker's RSS includes the libraries it
-  shares with the handler, so the sum over-counts them: a margin of its own), and the
+  longest length: memory = (peak RSS + handler) x 1.25 rounded up to 64 MB, but at
+  least what buys one vCPU per core used here, up to 3008 MB (a job's GB-s barely
+  change while the engine can use the extra vCPU; the worker's RSS includes the
+  libraries it shares with the handler, so the sum over-counts them), and the
   time on Lambda scaled by the vCPU share that memory buys (1 vCPU per 1769 MB,
   against the cores used here), with a x3 margin for slower cores and the S3
   transfers, which must fit in the 900 s Lambda allows.
@@ -44,6 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 HANDLER_DIR = REPO / "functions" / "master"
 LAMBDA_MB_PER_VCPU = 1769
 LAMBDA_MAX_TIMEOUT_S = 900
+NEW_ACCOUNT_MAX_MB = 3008
 MEMORY_MARGIN = 1.25
 TIME_MARGIN = 3.0
 # $ per GB-second for x86_64 Lambda in us-east-1 (first pricing tier), for the table.
@@ -199,11 +201,12 @@ def main() -> None:
         )
 
     longest = results[-1]
-    # Below one full vCPU a job costs the same GB-s (time grows as memory shrinks) but
-    # users wait longer, so memory never goes under what buys one vCPU.
+    # GB-s per job stay about the same while more memory buys vCPUs the engine uses
+    # (time falls as memory grows), so memory buys as many vCPUs as cores here, up to
+    # the 3008 MB new accounts are limited to; more only if the peak needs it.
     memory_mb = args.memory_mb or max(
         _round_up((longest.worker_rss_mb + handler_mb) * MEMORY_MARGIN, 64),
-        _round_up(LAMBDA_MB_PER_VCPU, 64),
+        min(cores * LAMBDA_MB_PER_VCPU, NEW_ACCOUNT_MAX_MB),
     )
     vcpus = min(memory_mb / LAMBDA_MB_PER_VCPU, float(cores))
     slowdown = cores / vcpus
@@ -227,8 +230,8 @@ def main() -> None:
     timeout_s = _round_up(longest.wall_s * slowdown * TIME_MARGIN, 60)
     print(f"\n## Limits derived from the {longest.minutes:g}-minute job\n")
     print(
-        f"MasterMemorySize  {memory_mb} MB  (peak x {MEMORY_MARGIN} in 64 MB steps, "
-        f"at least one vCPU's {_round_up(LAMBDA_MB_PER_VCPU, 64)} MB)"
+        f"MasterMemorySize  {memory_mb} MB  (at least peak x {MEMORY_MARGIN} in 64 MB steps; "
+        f"a vCPU per core used here, up to {NEW_ACCOUNT_MAX_MB} MB)"
     )
     print(
         f"MasterTimeout     {min(timeout_s, LAMBDA_MAX_TIMEOUT_S)} s  "

@@ -11,7 +11,7 @@ import soundfile as sf
 from mastering.audio.encode import encode
 from mastering.engine.master import analyze_file
 from mastering.engine.outputs import write_outputs
-from mastering.errors import AudioTooShort, IdenticalInputs, SilentAudio
+from mastering.errors import AudioTooShort, IdenticalInputs, InternalError, SilentAudio
 from mastering.formats import OutputFormat
 from mastering.jobs.model import Stage
 from mastering.pipeline import MasteringRequest, master_files
@@ -94,3 +94,43 @@ def test_streamed_outputs_equal_encode(tmp_path: Path, fmt: OutputFormat) -> Non
     b, _ = sf.read(whole, dtype="int32")
     np.testing.assert_array_equal(a, b)
     assert sf.info(streamed).subtype == sf.info(whole).subtype
+
+
+def test_streamed_mp3_is_the_same_file_as_encode(tmp_path: Path) -> None:
+    # Given a master a little over full scale
+    samples = tone_mix(3.0, RATE, seed=3, peak_dbfs=0.5)
+    streamed_dir, whole_dir = tmp_path / "a", tmp_path / "b"
+    streamed_dir.mkdir()
+    whole_dir.mkdir()
+    # When it is written block by block into ffmpeg, alongside a WAV, and in one go
+    files = write_outputs(
+        samples, RATE, (OutputFormat.WAV16, OutputFormat.MP3), streamed_dir, block_frames=10_000
+    )
+    whole = encode(samples, RATE, OutputFormat.MP3, whole_dir / "whole.mp3")
+    # Then the MP3s are byte for byte the same, and nothing else is left behind
+    assert files[OutputFormat.MP3].read_bytes() == whole.read_bytes()
+    assert sorted(path.name for path in streamed_dir.iterdir()) == sorted(
+        path.name for path in files.values()
+    )
+
+
+def test_a_failing_mp3_encoder_fails_the_outputs_and_leaves_nothing(tmp_path: Path) -> None:
+    # Given an "ffmpeg" that reads a little and then fails, as a broken encoder would
+    fake = tmp_path / "ffmpeg"
+    fake.write_text("#!/bin/sh\nhead -c 1000 >/dev/null\necho 'encoder exploded' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir()
+    samples = tone_mix(3.0, RATE, seed=3)
+    # When the outputs are written
+    with pytest.raises(InternalError, match="MP3"):
+        write_outputs(
+            samples,
+            RATE,
+            (OutputFormat.WAV16, OutputFormat.MP3),
+            out,
+            ffmpeg_path=str(fake),
+            block_frames=10_000,
+        )
+    # Then no output, partial file or encoder log is left
+    assert list(out.iterdir()) == []

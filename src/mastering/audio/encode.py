@@ -74,11 +74,28 @@ def encode(
 def _write_mp3(
     samples: npt.NDArray[np.float32], sample_rate: int, dest: Path, *, ffmpeg_path: str | None
 ) -> None:
-    channels = samples.shape[1]
-    if channels not in _MP3_CHANNELS:
-        raise InternalError(f"MP3 holds mono or stereo, not {channels} channels")
+    args = mp3_args(sample_rate, samples.shape[1], dest)
     # f32le on ffmpeg's stdin must be little-endian, interleaved and contiguous.
     pcm = np.ascontiguousarray(samples, dtype="<f4")
+    try:
+        # A byte view of the array: no second copy of a long master in memory.
+        result = _ffmpeg.run_ffmpeg(
+            args,
+            ffmpeg_path=ffmpeg_path,
+            timeout_s=ENCODE_TIMEOUT_S,
+            stdin_data=pcm.data.cast("B"),
+        )
+    except ProcessingTimeout as exc:
+        raise ProcessingTimeout("Encoding the MP3 took too long") from exc
+    if result.returncode != 0:
+        logger.error("ffmpeg failed to encode MP3: %s", result.stderr[-2000:])
+        raise InternalError("Encoding the MP3 failed")
+
+
+def mp3_args(sample_rate: int, channels: int, dest: Path) -> list[str]:
+    """ffmpeg arguments that encode f32le from stdin to a 320 kb/s MP3 at ``dest``."""
+    if channels not in _MP3_CHANNELS:
+        raise InternalError(f"MP3 holds mono or stereo, not {channels} channels")
     args = [
         "-nostdin",
         "-hide_banner",
@@ -105,20 +122,7 @@ def _write_mp3(
     if sample_rate not in _MP3_RATES:
         # Keep the 44.1 kHz family on 44.1 kHz so the resampling ratio stays simple.
         args += ["-ar", "44100" if sample_rate % 11_025 == 0 else "48000"]
-    args += ["-map_metadata", "-1", "-f", "mp3", "-y", f"file:{dest}"]
-    try:
-        # A byte view of the array: no second copy of a long master in memory.
-        result = _ffmpeg.run_ffmpeg(
-            args,
-            ffmpeg_path=ffmpeg_path,
-            timeout_s=ENCODE_TIMEOUT_S,
-            stdin_data=pcm.data.cast("B"),
-        )
-    except ProcessingTimeout as exc:
-        raise ProcessingTimeout("Encoding the MP3 took too long") from exc
-    if result.returncode != 0:
-        logger.error("ffmpeg failed to encode MP3: %s", result.stderr[-2000:])
-        raise InternalError("Encoding the MP3 failed")
+    return [*args, "-map_metadata", "-1", "-f", "mp3", "-y", f"file:{dest}"]
 
 
 def _as_frames_by_channels(samples: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:

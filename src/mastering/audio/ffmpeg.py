@@ -97,6 +97,30 @@ def run_ffmpeg(
         raise InternalError("ffmpeg is not available") from exc
 
 
+def start_ffmpeg(
+    args: Sequence[str], *, ffmpeg_path: str | None, stderr_path: os.PathLike[str]
+) -> subprocess.Popen[bytes]:
+    """Start ffmpeg reading ``pipe:0`` from our writes, for input produced block by block.
+
+    stderr goes to a file rather than a pipe: nobody reads it while we write, and a
+    full pipe would stall ffmpeg and then us. Raises InternalError if it cannot start.
+    """
+    exe = find_ffmpeg(ffmpeg_path)
+    env = {key: value for key, value in os.environ.items() if key not in _SCRUBBED_ENV}
+    try:
+        with open(stderr_path, "wb") as stderr:
+            return subprocess.Popen(
+                [exe, *args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=env,
+            )
+    except OSError as exc:
+        logger.error("could not start ffmpeg at %s: %s", exe, exc)
+        raise InternalError("ffmpeg is not available") from exc
+
+
 def summarise_stderr(stderr: bytes, *, redact: Iterable[str] = ()) -> str:
     """ffmpeg's most telling error line, fit for a user: no paths, addresses or log prefixes.
 

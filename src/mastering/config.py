@@ -48,8 +48,8 @@ class Settings:
     jobs_table: str
     uploads_bucket: str
     results_bucket: str
-    max_upload_bytes: int = 100 * MIB
-    max_duration_s: float = 15 * 60.0
+    max_upload_bytes: int = 1024 * MIB
+    max_duration_s: float = 60 * 60.0
     min_duration_s: float = 1.0
     upload_url_ttl_s: int = 15 * 60
     result_url_ttl_s: int = 60 * 60
@@ -73,8 +73,8 @@ def load_settings() -> Settings:
         jobs_table=_required("JOBS_TABLE"),
         uploads_bucket=_required("UPLOADS_BUCKET"),
         results_bucket=_required("RESULTS_BUCKET"),
-        max_upload_bytes=_int("MAX_UPLOAD_BYTES", 100 * MIB),
-        max_duration_s=_float("MAX_DURATION_S", 15 * 60.0),
+        max_upload_bytes=_int("MAX_UPLOAD_BYTES", 1024 * MIB),
+        max_duration_s=_float("MAX_DURATION_S", 60 * 60.0),
         min_duration_s=_float("MIN_DURATION_S", 1.0),
         upload_url_ttl_s=_int("UPLOAD_URL_TTL_S", 15 * 60),
         result_url_ttl_s=_int("RESULT_URL_TTL_S", 60 * 60),

@@ -90,7 +90,7 @@ def test_new_job_reads_back_for_its_owner_only(api: ApiClient) -> None:
         ({"target": WAV, "preset": "warm", "extra": 1}, 400, "invalid_request"),
         ({"target": WAV, "preset": "no-such-preset"}, 400, "unknown_preset"),
         (
-            {"target": {**WAV, "size": 100 * 1024 * 1024 + 1}, "preset": "warm"},
+            {"target": {**WAV, "size": 1024 * 1024 * 1024 + 1}, "preset": "warm"},
             413,
             "file_too_large",
         ),

@@ -471,7 +471,7 @@ def test_master_image_function_settings(resources: dict[str, Any]) -> None:
     }
     assert props["Timeout"] == {"Ref": "MasterTimeout"}
     assert props["MemorySize"] == {"Ref": "MasterMemorySize"}
-    assert props["EphemeralStorage"] == {"Size": 4096}
+    assert props["EphemeralStorage"] == {"Size": 6144}
     assert props["ReservedConcurrentExecutions"] == {
         "Fn::If": [
             "HasReservedConcurrency",

@@ -608,3 +608,17 @@ def test_decode_timeout_names_the_role_and_cleans_up(
     with pytest.raises(ProcessingTimeout, match="Decoding the reference took too long"):
         decode(path, work_dir, role="reference")
     assert list(work_dir.iterdir()) == []
+
+
+def test_high_rate_audio_gets_a_shorter_limit_in_proportion(tmp_path: Path, work_dir: Path) -> None:
+    # Given a 2-second stereo 96 kHz file and a 3-second limit (which holds in full
+    # up to 48 kHz stereo)
+    path = write_wav(tmp_path / "hires.wav", tone_mix(2.0, 96_000, 2), 96_000)
+
+    # When it is decoded, Then it is refused with the limit for its rate and channels
+    with pytest.raises(AudioTooLong, match=r"1\.5 seconds limit for 2-channel audio at 96000"):
+        decode(path, work_dir, max_duration_s=3.0)
+    # And the same length at 48 kHz is within the limit's full length
+    ok = write_wav(tmp_path / "cd.wav", tone_mix(2.9, 48_000, 2), 48_000)
+    assert decode(ok, work_dir, max_duration_s=3.0).sample_rate == 48_000
+    assert list(work_dir.iterdir()) == []

@@ -36,10 +36,13 @@ __all__ = ["DecodedAudio", "decode_audio", "validate_for_mastering"]
 logger = logging.getLogger(__name__)
 
 MAX_CHANNELS = 2
-# Below telephone quality nothing useful can be mastered; above 192 kHz one 15-minute
-# upload would need gigabytes of float32.
+# Below telephone quality nothing useful can be mastered; above 192 kHz an upload
+# would need gigabytes of float32 per minute.
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 192_000
+# The maximum duration holds in full up to this rate in stereo; above it the limit
+# shrinks so a job never holds more samples than the measured longest job.
+FULL_LENGTH_RATE = 48_000
 # Decoding 15 minutes of AAC takes a few seconds; minutes mean a pathological file.
 DECODE_TIMEOUT_S = 180.0
 
@@ -266,6 +269,14 @@ def _check_shape(
         )
     if frames / sample_rate > max_duration_s:
         raise AudioTooLong(f"The {role} is longer than the {format_duration(max_duration_s)} limit")
+    if frames * channels > max_duration_s * FULL_LENGTH_RATE * 2:
+        # Memory follows samples, not seconds: the limits were measured for the longest
+        # track at up to 48 kHz stereo, so a 96 kHz track may be half as long.
+        allowed_s = max_duration_s * FULL_LENGTH_RATE * 2 / (sample_rate * channels)
+        raise AudioTooLong(
+            f"The {role} is longer than the {format_duration(allowed_s)} limit "
+            f"for {channels}-channel audio at {sample_rate} Hz"
+        )
 
 
 def _check_samples(audio: DecodedAudio, *, role: str) -> None:

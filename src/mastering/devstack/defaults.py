@@ -22,4 +22,4 @@ ENV_ALLOWED_ORIGINS = "MASTERING_ALLOWED_ORIGINS"
 ENV_FUNCTIONS_DIR = "MASTERING_FUNCTIONS_DIR"
 
 # The master function's timeout (template.yaml MasterTimeout), read by the handler too.
-MASTER_TIMEOUT_S = 900
+MASTER_TIMEOUT_S = 360

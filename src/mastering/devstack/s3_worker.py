@@ -34,6 +34,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import unquote_plus
 
+from mastering.devstack import defaults
 from mastering.devstack.handlers import (
     REGION,
     LocalLambdaContext,
@@ -338,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         queue_url=args.queue_url,
         master=master.handler,
         on_failure=lifecycle.handler,
-        master_timeout_s=float(os.environ.get("MASTER_TIMEOUT_S") or 900),
+        master_timeout_s=float(os.environ.get("MASTER_TIMEOUT_S") or defaults.MASTER_TIMEOUT_S),
         in_flight=args.in_flight,
     )
     if stop_requested.is_set():

@@ -114,7 +114,7 @@ def analyze_levels(samples: FloatArray, rate: int, *, role: str) -> LevelAnalysi
     """Loudest-piece statistics of (frames, 1 | 2) ``samples`` at ``rate``.
 
     matchering resamples to 44.1 kHz first: so does this analysis, piece by piece, for
-    a track at another rate (``_analyze_resampled``). Only at a rate without a small
+    a track at another rate (``_resampled_pieces``). Only at a rate without a small
     period against 44.1 kHz is the track measured at its own rate, through the same
     filter, with pieces and FFT frames of the same durations (so the same bin
     spacing), and its spectra mapped onto the 44.1 kHz bins.
@@ -122,22 +122,36 @@ def analyze_levels(samples: FloatArray, rate: int, *, role: str) -> LevelAnalysi
     if internal_frames(samples.shape[0], rate) < FFT_SIZE:
         raise AudioTooShort(f"The {role} is too short to master")
     layout = PieceLayout.for_frames(internal_frames(samples.shape[0], rate))
-    if rate != INTERNAL_RATE:
-        layout = layout.scaled(samples.shape[0])
-        if Resampler.available(rate):
-            return _analyze_resampled(samples, rate, layout)
-    frame = fir_length(rate)
-    size = layout.piece_size
-    piece_rms = np.empty(layout.divisions)
-    mid_sums = np.empty((layout.divisions, frame // 2 + 1))
-    side_sums = np.empty_like(mid_sums)
     if rate == INTERNAL_RATE:
+        size = layout.piece_size
         pieces: Iterable[tuple[Float64Array, Float64Array]] = (
             mid_side(samples[index * size : (index + 1) * size])
             for index in range(layout.divisions)
         )
-    else:
-        pieces = _band_limited_pieces(samples, layout, rate)
+        return _levels(pieces, layout, layout, rate, FFT_SIZE, samples)
+    layout = layout.scaled(samples.shape[0])
+    if Resampler.available(rate):
+        measured = PieceLayout.for_frames(internal_length(samples.shape[0], rate))
+        resampled = _resampled_pieces(samples, rate, measured)
+        return _levels(resampled, measured, layout, INTERNAL_RATE, FFT_SIZE, samples)
+    band_limited = _band_limited_pieces(samples, layout, rate)
+    return _levels(band_limited, layout, layout, rate, fir_length(rate), samples)
+
+
+def _levels(
+    pieces: Iterable[tuple[Float64Array, Float64Array]],
+    measured: PieceLayout,
+    layout: PieceLayout,
+    rate: int,
+    frame: int,
+    samples: FloatArray,
+) -> LevelAnalysis:
+    """Loudest-piece statistics from the (mid, side) of each piece of ``measured``,
+    at ``rate`` with ``frame``-point FFTs; ``layout`` is what the later stages use."""
+    size = measured.piece_size
+    piece_rms = np.empty(measured.divisions)
+    mid_sums = np.empty((measured.divisions, frame // 2 + 1))
+    side_sums = np.empty_like(mid_sums)
     for index, (mid, side) in enumerate(pieces):
         piece_rms[index] = np.sqrt(mid @ mid / size)
         # float32 FFTs: twice as fast, and ~1e-7 on an average spectrum is nothing.
@@ -157,17 +171,15 @@ def analyze_levels(samples: FloatArray, rate: int, *, role: str) -> LevelAnalysi
     )
 
 
-def _analyze_resampled(samples: FloatArray, rate: int, layout: PieceLayout) -> LevelAnalysis:
-    """matchering's analysis of the track resampled to 44.1 kHz as resampy does, one
-    44.1 kHz piece at a time (``Resampler``: the piece's outputs from the samples
-    around it): its pieces, RMS and 4096-point spectra exactly, leakage included.
-    ``layout`` (the same pieces at ``rate``) is what the later stages use."""
+def _resampled_pieces(
+    samples: FloatArray, rate: int, internal: PieceLayout
+) -> Iterator[tuple[Float64Array, Float64Array]]:
+    """The (mid, side) of each piece of the track resampled to 44.1 kHz as resampy
+    does, one 44.1 kHz piece at a time (``Resampler``: the piece's outputs from the
+    samples around it), so matchering's pieces, RMS and 4096-point spectra come out
+    exactly, leakage included."""
     resampler = Resampler(rate)
-    internal = PieceLayout.for_frames(internal_length(samples.shape[0], rate))
     size = internal.piece_size
-    piece_rms = np.empty(internal.divisions)
-    mid_sums = np.empty((internal.divisions, FFT_SIZE // 2 + 1))
-    side_sums = np.empty_like(mid_sums)
     # The input span a piece's outputs need, with the kernel's reach either side.
     reach = resampler.reach
     for index in range(internal.divisions):
@@ -175,22 +187,10 @@ def _analyze_resampled(samples: FloatArray, rate: int, layout: PieceLayout) -> L
         lo = max(int(first * rate / INTERNAL_RATE) - reach, 0)
         hi = min(int(stop * rate / INTERNAL_RATE) + reach + 1, samples.shape[0])
         mid, side = mid_side(samples[lo:hi])
-        mid = resampler.outputs(mid, first, stop, offset=lo)
-        side = resampler.outputs(side, first, stop, offset=lo)
-        piece_rms[index] = np.sqrt(mid @ mid / size)
-        mid_sums[index] = frame_magnitude_sum(mid.astype(np.float32), FFT_SIZE)
-        side_sums[index] = frame_magnitude_sum(side.astype(np.float32), FFT_SIZE)
-    loudest, match_rms = loudest_pieces(piece_rms)
-    averaged = int(np.count_nonzero(loudest)) * (size // FFT_SIZE)
-    return LevelAnalysis(
-        layout=layout,
-        piece_rms=piece_rms,
-        loudest=loudest,
-        match_rms=match_rms,
-        mid_spectrum=mid_sums[loudest].sum(axis=0) / averaged,
-        side_spectrum=side_sums[loudest].sum(axis=0) / averaged,
-        peak=sample_peak(samples),
-    )
+        yield (
+            resampler.outputs(mid, first, stop, offset=lo),
+            resampler.outputs(side, first, stop, offset=lo),
+        )
 
 
 def normalization_coefficient(peak: float) -> float:

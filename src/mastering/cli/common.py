@@ -52,6 +52,14 @@ def env_default(name: str, fallback: object) -> str:
     return value or str(fallback)
 
 
+def add_track_arguments(parser: argparse.ArgumentParser) -> None:
+    """TARGET and exactly one of --reference / --preset, as `master` and `submit` take."""
+    parser.add_argument("target", type=Path, help="the track to master")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--reference", type=Path, help="a track that sounds the way you want")
+    source.add_argument("--preset", metavar="ID", help="a preset instead of a reference")
+
+
 def port_number(text: str) -> int:
     try:
         port = int(text)

@@ -21,6 +21,7 @@ from mastering.cli.common import (
     FORMAT_CHOICES,
     CliError,
     HelpFormatter,
+    add_track_arguments,
     format_metrics,
     input_file,
 )
@@ -54,10 +55,7 @@ def register(commands: Any) -> None:
         epilog=f"{EXAMPLES}\n{EXIT_CODES_HELP}",
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("target", type=Path, help="the track to master")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--reference", type=Path, help="a track that sounds the way you want")
-    source.add_argument("--preset", metavar="ID", help="a preset instead of a reference")
+    add_track_arguments(parser)
     parser.add_argument("-o", "--output", type=Path, required=True, help="the file to write")
     parser.add_argument(
         "--format",

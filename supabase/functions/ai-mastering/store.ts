@@ -123,14 +123,8 @@ export class MemoryJobStore implements JobStore {
     if (this.deliveries.has(webhookId)) return Promise.resolve("duplicate");
     this.deliveries.add(webhookId);
     this.rows.set(job.job_id, {
-      ...row,
-      status: job.status,
-      progress: job.progress,
-      error: job.error,
-      results: job.results,
-      metrics: job.metrics,
+      ...this.#updated(row, job),
       last_webhook_id: webhookId,
-      updated_at: this.#now().toISOString(),
     });
     return Promise.resolve("applied");
   }
@@ -145,7 +139,13 @@ export class MemoryJobStore implements JobStore {
     ) {
       return Promise.resolve();
     }
-    this.rows.set(job.job_id, {
+    this.rows.set(job.job_id, this.#updated(row, job));
+    return Promise.resolve();
+  }
+
+  /** The row with the job's state as the API reports it. */
+  #updated(row: JobRow, job: JobSnapshot): JobRow {
+    return {
       ...row,
       status: job.status,
       progress: job.progress,
@@ -153,8 +153,7 @@ export class MemoryJobStore implements JobStore {
       results: job.results,
       metrics: job.metrics,
       updated_at: this.#now().toISOString(),
-    });
-    return Promise.resolve();
+    };
   }
 
   get(jobId: string): Promise<JobRow | null> {

@@ -145,21 +145,6 @@ def run_once(minutes: float, target: Path, reference: Path) -> Measurement:
     return Measurement(minutes, wall, usage.ru_maxrss / 1024.0, disk / 1e6)
 
 
-def ensure_pair(work: Path, minutes: float) -> tuple[Path, Path]:
-    sys.path.insert(0, str(REPO))
-    from bench.signals import write_song
-
-    tag = f"{minutes:g}min"
-    target, reference = work / f"limits-target-{tag}.wav", work / f"limits-reference-{tag}.wav"
-    if not reference.exists():
-        print(f"  synthesising {reference.name}", flush=True)
-        write_song(reference, "electronic", 2, 44_100, minutes * 60.0, peak_dbfs=-0.3)
-    if not target.exists():
-        print(f"  synthesising {target.name}", flush=True)
-        write_song(target, "rock", 1, 44_100, minutes * 60.0, peak_dbfs=-8.0)
-    return target, reference
-
-
 def _round_up(value: float, step: int) -> int:
     return int(math.ceil(value / step) * step)
 
@@ -177,13 +162,18 @@ def main() -> None:
         child(target, reference, target.parent)
         return
 
+    # The bench's own pairs (same files, cached in the same folder): imported here, not
+    # at the top, so a --child run loads nothing it would not load in Lambda.
+    sys.path.insert(0, str(REPO))
+    from bench.run import REFERENCE_RATE, ensure_pair
+
     args.work.mkdir(parents=True, exist_ok=True)
     lengths = [float(value) for value in args.lengths.split(",")]
     handler_mb = handler_rss_mb()
     cores = os.cpu_count() or 1
     results: list[Measurement] = []
     for minutes in lengths:
-        target, reference = ensure_pair(args.work, minutes)
+        target, reference = ensure_pair(args.work, minutes, REFERENCE_RATE)
         runs = [run_once(minutes, target, reference) for _ in range(args.rounds)]
         results.append(
             Measurement(

@@ -8,6 +8,7 @@ user: they never carry paths, stack traces or internal names.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -146,3 +147,21 @@ def error_from_code(code: str, message: str) -> MasteringError:
         return _BY_CODE[ErrorCode(code)](message)
     except (ValueError, KeyError):
         return InternalError(message)
+
+
+class WarningCode(StrEnum):
+    """Things a job did not fully achieve although it succeeded."""
+
+    LOUDNESS_NOT_REACHED = "loudness_not_reached"
+    REFERENCE_LOUDNESS_UNKNOWN = "reference_loudness_unknown"
+
+
+@dataclass(frozen=True)
+class JobWarning:
+    """A succeeded job's note to its client, e.g. a loudness it could not reach."""
+
+    code: WarningCode
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": str(self.code), "message": self.message}

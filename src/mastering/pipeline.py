@@ -13,14 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mastering.engine.profile import ReferenceProfile
-from mastering.errors import IdenticalInputs, UnknownPreset
+from mastering.errors import IdenticalInputs, JobWarning, UnknownPreset
 from mastering.formats import OutputFormat
 from mastering.jobs.model import Stage
+from mastering.options import MasteringOptions
 from mastering.presets import get_preset
 
 if TYPE_CHECKING:
@@ -42,6 +43,17 @@ class MasteringRequest:
     # A profile of the reference analysed earlier (e.g. cached by content hash and
     # ENGINE_VERSION): when given, ``reference`` is not decoded at all.
     reference_profile: ReferenceProfile | None = None
+    # Resolved options (``mastering.options.resolve_options``); "reference" loudness is
+    # resolved to a number from the reference's profile here.
+    options: MasteringOptions = field(default_factory=MasteringOptions)
+
+
+@dataclass(frozen=True)
+class FileMeasurement:
+    """A written result as its listener gets it (an MP3 measured decoded)."""
+
+    lufs: float | None
+    true_peak_dbtp: float | None
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,11 @@ class MasteringOutcome:
     metrics: dict[str, float | None]
     # The profile the target was mastered against, for the caller to cache.
     reference_profile: ReferenceProfile | None = None
+    # The options as applied: loudness_lufs is always a number here unless the
+    # matchering limiter chose the level.
+    options: MasteringOptions = field(default_factory=MasteringOptions)
+    measurements: dict[OutputFormat, FileMeasurement] = field(default_factory=dict)
+    warnings: tuple[JobWarning, ...] = ()
 
 
 def _same_file_content(first: Path, second: Path) -> bool:

@@ -11,7 +11,11 @@ No numpy here: the presign function lists presets.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any
+
+from mastering.options import PresetDefaults
 
 
 @dataclass(frozen=True)
@@ -28,11 +32,29 @@ class Preset:
     rms_dbfs: float
     # Side level relative to mid, in dB: stereo width.
     side_db: float
+    # What a job with this preset aims for unless the client says otherwise.
+    loudness_lufs: float = -14.0
+    true_peak_dbtp: float = -1.0
+    # Share of the preset's EQ applied by default (Flat: 0, the target's own balance).
+    intensity: float = 1.0
     low_shelf_hz: float = 150.0
     high_shelf_hz: float = 6000.0
 
-    def to_public(self) -> dict[str, str]:
-        return {"id": self.id, "name": self.name, "description": self.description}
+    def to_public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "loudness_lufs": self.loudness_lufs,
+            "true_peak_dbtp": self.true_peak_dbtp,
+        }
+
+    def defaults(self) -> PresetDefaults:
+        return PresetDefaults(
+            loudness_lufs=self.loudness_lufs,
+            true_peak_dbtp=self.true_peak_dbtp,
+            intensity=self.intensity,
+        )
 
 
 PRESETS: dict[str, Preset] = {
@@ -92,5 +114,22 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def _lookup_key(text: str) -> str:
+    # "Hip-Hop", "hip hop", "HIP_HOP" and "hip-hop" are the same preset.
+    return re.sub(r"[\s_-]+", "-", text.strip().lower())
+
+
+_BY_KEY: dict[str, Preset] = {
+    key: preset
+    for preset in PRESETS.values()
+    for key in (_lookup_key(preset.id), _lookup_key(preset.name))
+}
+
+
+def find_preset(id_or_name: str) -> Preset | None:
+    """The preset with this id or display name, in any case; None if there is none."""
+    return _BY_KEY.get(_lookup_key(id_or_name))
+
+
 def get_preset(preset_id: str) -> Preset | None:
-    return PRESETS.get(preset_id)
+    return find_preset(preset_id)

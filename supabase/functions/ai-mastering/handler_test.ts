@@ -9,12 +9,14 @@ import { MasteringApi } from "./mastering_api.ts";
 import type { CreatedJob, JobStore } from "./store.ts";
 import {
   ALICE,
+  ANALYSIS,
   API_KEY,
   apiRequest,
   BOB,
   FUNCTION_URL,
   jobBody,
   jwtFor,
+  legacyJobBody,
   TARGET,
   testDeps,
   WEBHOOK_SECRET,
@@ -122,6 +124,305 @@ Deno.test("POST with a reference hands out both uploads", async () => {
     assert.equal(response.status, 201);
     assert.deepEqual(Object.keys(body.uploads).sort(), ["reference", "target"]);
     assert.deepEqual((await deps.store.get(body.job_id))?.metadata, {});
+  });
+});
+
+Deno.test("POST passes mastering options, previews and mode through and records them", async () => {
+  await withFakeApi(async (api) => {
+    // Given a signed-in user asking for Spotify loudness, a lighter EQ,
+    // previews, and only the preview window mastered
+    const deps = testDeps(api.url);
+    const request = {
+      target: TARGET,
+      reference: TARGET,
+      outputs: ["mp3"],
+      mastering: { loudness: "spotify", intensity: 0.7, limiter: "true_peak" },
+      previews: true,
+      mode: "preview",
+    };
+    // When the job is created
+    const response = await handler(apiRequest("POST", { body: request }), deps);
+    const created = await json(response);
+    assert.equal(response.status, 201, JSON.stringify(created));
+
+    // Then the API got the body unchanged
+    assert.deepEqual(api.requests[0].body, request);
+    // And the row records the options as asked and the mode
+    let row = await deps.store.get(created.job_id);
+    assert.deepEqual(row?.mastering, request.mastering);
+    assert.equal(row?.mode, "preview");
+    assert.deepEqual(row?.warnings, []);
+    assert.equal(row?.analysis, null);
+
+    // When the owner polls, the row takes the options as the API resolved them
+    await handler(
+      apiRequest("GET", { query: `?job_id=${created.job_id}` }),
+      deps,
+    );
+    row = await deps.store.get(created.job_id);
+    assert.deepEqual(row?.mastering, {
+      loudness: "spotify",
+      loudness_lufs: -14,
+      true_peak_dbtp: -1,
+      intensity: 0.7,
+      limiter: "true_peak",
+    });
+    assert.equal(row?.mode, "preview");
+  });
+});
+
+Deno.test("POST records the API's own echo of options and mode when it gives one", async () => {
+  await withFakeApi(async (api) => {
+    // Given an API whose 201 already carries the resolved options
+    const deps = testDeps(api.url);
+    const jobId = crypto.randomUUID();
+    const resolved = {
+      loudness: -12,
+      loudness_lufs: -12,
+      true_peak_dbtp: -0.5,
+      intensity: 1,
+      limiter: "true_peak",
+    };
+    api.override = {
+      status: 201,
+      body: {
+        job_id: jobId,
+        status: "awaiting_upload",
+        uploads: { target: { url: "u", fields: {}, expires_at: "t" } },
+        mastering: resolved,
+        mode: "master",
+      },
+    };
+    // When a job is created with options as asked
+    const response = await handler(
+      apiRequest("POST", {
+        body: {
+          target: TARGET,
+          preset: "balanced",
+          mastering: { loudness: -12, true_peak_dbtp: -0.5 },
+        },
+      }),
+      deps,
+    );
+    assert.equal(response.status, 201);
+    await response.body?.cancel();
+    // Then the row holds the API's resolution, not the request
+    const row = await deps.store.get(jobId);
+    assert.deepEqual(row?.mastering, resolved);
+    assert.equal(row?.mode, "master");
+  });
+});
+
+Deno.test("POST in analyze mode needs neither reference nor preset", async () => {
+  await withFakeApi(async (api) => {
+    const deps = testDeps(api.url);
+    // Given a request that only wants the target measured
+    const measureOnly = { target: TARGET, mode: "analyze" };
+    // When it is sent
+    const response = await handler(
+      apiRequest("POST", { body: measureOnly }),
+      deps,
+    );
+    const created = await json(response);
+    // Then the job is created with one upload, and recorded as analyze
+    assert.equal(response.status, 201, JSON.stringify(created));
+    assert.deepEqual(Object.keys(created.uploads), ["target"]);
+    assert.deepEqual(api.requests[0].body, measureOnly);
+    const row = await deps.store.get(created.job_id);
+    assert.equal(row?.mode, "analyze");
+    assert.equal(row?.mastering, null, "no options were asked");
+
+    // And a reference may still be given, to be measured too
+    const withReference = await handler(
+      apiRequest("POST", {
+        body: { target: TARGET, reference: TARGET, mode: "analyze" },
+      }),
+      deps,
+    );
+    const measured = await json(withReference);
+    assert.equal(withReference.status, 201);
+    assert.deepEqual(Object.keys(measured.uploads).sort(), [
+      "reference",
+      "target",
+    ]);
+  });
+});
+
+Deno.test("POST refuses ill-typed options and modes with 400 naming the field", async () => {
+  await withFakeApi(async (api) => {
+    const deps = testDeps(api.url);
+    const base = { target: TARGET, preset: "balanced" };
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ ...base, mode: "remaster" }, /^mode must be one of/],
+      [{ ...base, mode: 1 }, /^mode must be one of/],
+      [{ ...base, mastering: "loud" }, /^mastering must be an object/],
+      [{ ...base, mastering: [1] }, /^mastering must be an object/],
+      [{ ...base, mastering: { loudness: true } }, /^mastering\.loudness /],
+      [
+        { ...base, mastering: { true_peak_dbtp: "-1" } },
+        /^mastering\.true_peak_dbtp /,
+      ],
+      [{ ...base, mastering: { intensity: "high" } }, /^mastering\.intensity /],
+      [{ ...base, mastering: { limiter: 2 } }, /^mastering\.limiter /],
+      [{ ...base, previews: "yes" }, /^previews /],
+      [{ target: TARGET, mode: "master" }, /only mode 'analyze' needs neither/],
+      [
+        { target: TARGET, mode: "preview" },
+        /only mode 'analyze' needs neither/,
+      ],
+      [
+        { target: TARGET, mode: "analyze", reference: TARGET, preset: "x" },
+        /at most one of reference or preset/,
+      ],
+    ];
+    for (const [body, message] of cases) {
+      const response = await handler(apiRequest("POST", { body }), deps);
+      const answer = await json(response);
+      assert.equal(response.status, 400, JSON.stringify(body));
+      assert.equal(answer.error.code, "invalid_request");
+      assert.match(answer.error.message, message, JSON.stringify(body));
+    }
+    assert.equal(api.requests.length, 0, "nothing reached the API");
+    assert.equal(deps.store.rows.size, 0);
+  });
+});
+
+Deno.test("POST passes the API's refusal of an option's value through", async () => {
+  await withFakeApi(async (api) => {
+    // Given a well-typed option whose value the API refuses
+    const deps = testDeps(api.url);
+    const response = await handler(
+      apiRequest("POST", {
+        body: {
+          target: TARGET,
+          preset: "balanced",
+          mastering: { intensity: 2 },
+        },
+      }),
+      deps,
+    );
+    // Then the user sees the API's 400, which names the field
+    const body = await json(response);
+    assert.equal(response.status, 400);
+    assert.deepEqual(body.error, {
+      code: "invalid_request",
+      message: "mastering.intensity must be between 0 and 1",
+    });
+    assert.equal(deps.store.rows.size, 0);
+  });
+});
+
+Deno.test("POST over the owner's live-job limit is 429 too_many_jobs", async () => {
+  await withFakeApi(async (api) => {
+    // Given an API that allows one live job per owner, and ALICE has one
+    const deps = testDeps(api.url);
+    api.liveJobLimit = 1;
+    const body = { target: TARGET, preset: "balanced" };
+    const first = await handler(apiRequest("POST", { body }), deps);
+    assert.equal(first.status, 201);
+    await first.body?.cancel();
+
+    // When she starts another
+    const second = await handler(apiRequest("POST", { body }), deps);
+    // Then it is refused with the API's 429 and code, and nothing is recorded
+    await assertError(second, 429, "too_many_jobs");
+    assert.equal(deps.store.rows.size, 1);
+
+    // And BOB's limit is his own
+    const bobs = await handler(
+      apiRequest("POST", { body, token: jwtFor(BOB) }),
+      deps,
+    );
+    assert.equal(bobs.status, 201);
+    await bobs.body?.cancel();
+  });
+});
+
+Deno.test("GET stores the job's warnings, analysis and resolved options", async () => {
+  await withFakeApi(async (api) => {
+    // Given ALICE's job, which ended while no webhook reached the function
+    const deps = testDeps(api.url);
+    const created = await json(
+      await handler(
+        apiRequest("POST", {
+          body: { target: TARGET, preset: "balanced", previews: true },
+        }),
+        deps,
+      ),
+    );
+    const warnings = [
+      { code: "loudness_not_reached", message: "Reached -15.2 LUFS" },
+    ];
+    const results = {
+      mp3: {
+        url: "https://results.example/mastered.mp3",
+        expires_at: "t",
+        size: 10,
+        lufs: -15.2,
+        true_peak_dbtp: -1.01,
+      },
+      preview_target: { url: "https://results.example/pt.mp3", size: 5 },
+      preview_result: { url: "https://results.example/pr.mp3", size: 5 },
+    };
+    const job = api.jobs.get(created.job_id)!;
+    job.body = jobBody(created.job_id, "succeeded", {
+      mastering: job.body.mastering,
+      warnings,
+      results,
+    });
+
+    // When she polls it
+    const response = await handler(
+      apiRequest("GET", { path: `/jobs/${created.job_id}` }),
+      deps,
+    );
+    assert.equal(response.status, 200);
+    await response.body?.cancel();
+
+    // Then the row has everything the job body said
+    const row = await deps.store.get(created.job_id);
+    assert.equal(row?.status, "succeeded");
+    assert.deepEqual(row?.warnings, warnings);
+    assert.deepEqual(row?.analysis, ANALYSIS);
+    assert.deepEqual(row?.results, results);
+    assert.equal(
+      (row?.mastering as { loudness_lufs: number }).loudness_lufs,
+      -11,
+      "the preset's own loudness, as resolved by the API",
+    );
+  });
+});
+
+Deno.test("GET from an API without the new fields keeps the recorded options", async () => {
+  await withFakeApi(async (api) => {
+    // Given a job created with options, and an API that does not echo them
+    const deps = testDeps(api.url);
+    const asked = { loudness: "apple_music" };
+    const created = await json(
+      await handler(
+        apiRequest("POST", {
+          body: { target: TARGET, preset: "balanced", mastering: asked },
+        }),
+        deps,
+      ),
+    );
+    api.jobs.get(created.job_id)!.body = legacyJobBody(
+      created.job_id,
+      "processing",
+    );
+    // When the owner polls
+    const response = await handler(
+      apiRequest("GET", { query: `?job_id=${created.job_id}` }),
+      deps,
+    );
+    assert.equal(response.status, 200);
+    await response.body?.cancel();
+    // Then the row moves on and keeps what creation recorded
+    const row = await deps.store.get(created.job_id);
+    assert.equal(row?.status, "processing");
+    assert.deepEqual(row?.mastering, asked);
+    assert.equal(row?.mode, "master");
+    assert.deepEqual(row?.warnings, []);
   });
 });
 
@@ -349,6 +650,7 @@ Deno.test("POST answers 500 when the job cannot be recorded", async () => {
         Promise.reject(new Error("database down")),
       applyWebhook: () => Promise.reject(new Error("unused")),
       syncFromApi: () => Promise.reject(new Error("unused")),
+      deleteOwned: () => Promise.reject(new Error("unused")),
       get: () => Promise.resolve(null),
     };
     const response = await handler(
@@ -495,6 +797,7 @@ Deno.test("GET still answers when the row cannot be synced", async () => {
       upsertCreated: (job) => store.upsertCreated(job),
       applyWebhook: (id, job) => store.applyWebhook(id, job),
       syncFromApi: () => Promise.reject(new Error("timeout")),
+      deleteOwned: (owner, id) => store.deleteOwned(owner, id),
       get: (id) => store.get(id),
     };
     const response = await handler(

@@ -16,6 +16,7 @@ export const JOB_STATUSES = [
   "succeeded",
   "failed",
   "expired",
+  "cancelled",
 ] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
 
@@ -23,7 +24,14 @@ export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set([
   "succeeded",
   "failed",
   "expired",
+  "cancelled",
 ]);
+
+/** `mode` of `POST /jobs` (DESIGN.md "Previews and modes"). */
+export const JOB_MODES = ["master", "preview", "analyze"] as const;
+export type JobMode = (typeof JOB_MODES)[number];
+/** What the API does when a create request names no mode. */
+export const DEFAULT_MODE: JobMode = "master";
 
 export type Json =
   | null
@@ -34,17 +42,39 @@ export type Json =
   | { [key: string]: Json };
 export type JsonObject = { [key: string]: Json };
 
-/** The fields of a job body that the `mastering_jobs` row mirrors. */
+/**
+ * The fields of a job body that the `mastering_jobs` row mirrors. The last
+ * four came with the mastering options, previews and modes; an API that does
+ * not send them yet gives null here, and the row keeps what it had.
+ */
 export interface JobSnapshot {
   job_id: string;
   status: JobStatus;
   progress: JsonObject | null;
   error: JsonObject | null;
+  /** `{<format> | preview_target | preview_result: {url, expires_at, size, lufs?, true_peak_dbtp?}}` */
   results: JsonObject | null;
   metrics: JsonObject | null;
+  /** The resolved options: `{loudness, loudness_lufs, true_peak_dbtp, intensity, limiter}`. */
+  mastering: JsonObject | null;
+  /** `[{code, message}]`, e.g. `loudness_not_reached`. */
+  warnings: JsonObject[] | null;
+  /** `{target, reference?, result?, band_centres_hz}`. */
+  analysis: JsonObject | null;
+  /**
+   * Any string: the API owns the set of modes, and a mode added there must
+   * not make this function refuse (and the sender retry) a job's events.
+   */
+  mode: string | null;
 }
 
-export type WebhookEventType = "job.succeeded" | "job.failed";
+export const WEBHOOK_EVENT_TYPES = [
+  "job.succeeded",
+  "job.failed",
+  "job.expired",
+  "job.cancelled",
+] as const;
+export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];
 
 export interface JobEvent {
   type: WebhookEventType;
@@ -77,10 +107,32 @@ export function parseJobSnapshot(value: unknown): Parsed<JobSnapshot> {
   if (!isStatus(value.status)) {
     return { ok: false, message: "status is not a job status" };
   }
-  for (const key of ["progress", "error", "results", "metrics"] as const) {
+  const objectFields = [
+    "progress",
+    "error",
+    "results",
+    "metrics",
+    "mastering",
+    "analysis",
+  ] as const;
+  for (const key of objectFields) {
     if (!objectOrNull(value[key])) {
       return { ok: false, message: `${key} must be an object or null` };
     }
+  }
+  const warnings = value.warnings;
+  if (
+    warnings !== undefined && warnings !== null &&
+    !(Array.isArray(warnings) && warnings.every(isObject))
+  ) {
+    return {
+      ok: false,
+      message: "warnings must be a list of {code, message} objects or null",
+    };
+  }
+  const mode = value.mode;
+  if (mode !== undefined && mode !== null && typeof mode !== "string") {
+    return { ok: false, message: "mode must be a string or null" };
   }
   const pick = (key: string): JsonObject | null => {
     const field = value[key];
@@ -95,6 +147,10 @@ export function parseJobSnapshot(value: unknown): Parsed<JobSnapshot> {
       error: pick("error"),
       results: pick("results"),
       metrics: pick("metrics"),
+      mastering: pick("mastering"),
+      warnings: Array.isArray(warnings) ? warnings as JsonObject[] : null,
+      analysis: pick("analysis"),
+      mode: typeof mode === "string" ? mode : null,
     },
   };
 }
@@ -102,18 +158,27 @@ export function parseJobSnapshot(value: unknown): Parsed<JobSnapshot> {
 const EVENT_STATUS: Record<WebhookEventType, JobStatus> = {
   "job.succeeded": "succeeded",
   "job.failed": "failed",
+  "job.expired": "expired",
+  "job.cancelled": "cancelled",
 };
 
-/** `{type: "job.succeeded" | "job.failed", data: <job body>}`. */
+function isEventType(value: unknown): value is WebhookEventType {
+  return typeof value === "string" &&
+    (WEBHOOK_EVENT_TYPES as readonly string[]).includes(value);
+}
+
+/** `{type: "job.succeeded" | "job.failed" | "job.expired" | "job.cancelled", data: <job body>}`. */
 export function parseJobEvent(value: unknown): Parsed<JobEvent> {
   if (!isObject(value)) {
     return { ok: false, message: "The webhook body must be a JSON object" };
   }
   const type = value.type;
-  if (type !== "job.succeeded" && type !== "job.failed") {
+  if (!isEventType(type)) {
     return {
       ok: false,
-      message: "type must be 'job.succeeded' or 'job.failed'",
+      message: `type must be one of ${
+        WEBHOOK_EVENT_TYPES.map((name) => `'${name}'`).join(", ")
+      }`,
     };
   }
   const data = parseJobSnapshot(value.data);
@@ -131,8 +196,47 @@ export function parseJobEvent(value: unknown): Parsed<JobEvent> {
   return { ok: true, value: { type, data: data.value } };
 }
 
-/** `POST /jobs` as the browser sends it; checked only as far as we rely on it. */
-export function checkCreateJobBody(value: unknown): Parsed<JsonObject> {
+/** A create request that passed this function's checks, forwarded unchanged. */
+export interface CreateJobRequest {
+  /** The body exactly as the browser sent it: the API validates values. */
+  body: JsonObject;
+  mode: JobMode;
+  /** The options as asked (unresolved), or null when none were given. */
+  mastering: JsonObject | null;
+}
+
+function isMode(value: unknown): value is JobMode {
+  return typeof value === "string" &&
+    (JOB_MODES as readonly string[]).includes(value);
+}
+
+/** The `mastering` options' types (ranges and platform ids are the API's). */
+function checkMasteringOptions(value: JsonObject): string | null {
+  const { loudness, true_peak_dbtp, intensity, limiter } = value;
+  if (
+    loudness !== undefined && typeof loudness !== "string" &&
+    typeof loudness !== "number"
+  ) {
+    return "mastering.loudness must be 'reference', a LUFS number or a platform id";
+  }
+  if (true_peak_dbtp !== undefined && typeof true_peak_dbtp !== "number") {
+    return "mastering.true_peak_dbtp must be a number (dBTP)";
+  }
+  if (intensity !== undefined && typeof intensity !== "number") {
+    return "mastering.intensity must be a number from 0 to 1";
+  }
+  if (limiter !== undefined && typeof limiter !== "string") {
+    return "mastering.limiter must be 'true_peak' or 'matchering'";
+  }
+  return null;
+}
+
+/**
+ * `POST /jobs` as the browser sends it; checked only as far as we rely on it.
+ * `mode` is checked against the known modes because the rule for reference
+ * and preset depends on it: `analyze` measures the inputs and needs neither.
+ */
+export function checkCreateJobBody(value: unknown): Parsed<CreateJobRequest> {
   if (!isObject(value)) {
     return { ok: false, message: "The body must be a JSON object" };
   }
@@ -142,13 +246,31 @@ export function checkCreateJobBody(value: unknown): Parsed<JsonObject> {
       message: "target is required: {filename, size, content_type}",
     };
   }
+  const mode = value.mode ?? DEFAULT_MODE;
+  if (!isMode(mode)) {
+    return {
+      ok: false,
+      message: `mode must be one of ${
+        JOB_MODES.map((name) => `'${name}'`).join(", ")
+      }`,
+    };
+  }
   const hasReference = value.reference !== undefined &&
     value.reference !== null;
   const hasPreset = value.preset !== undefined && value.preset !== null;
-  if (hasReference === hasPreset) {
+  if (hasReference && hasPreset) {
     return {
       ok: false,
-      message: "Give exactly one of reference or preset",
+      message: mode === "analyze"
+        ? "Give at most one of reference or preset"
+        : "Give exactly one of reference or preset",
+    };
+  }
+  if (!hasReference && !hasPreset && mode !== "analyze") {
+    return {
+      ok: false,
+      message:
+        "Give exactly one of reference or preset (only mode 'analyze' needs neither)",
     };
   }
   if (hasReference && !isObject(value.reference)) {
@@ -166,5 +288,27 @@ export function checkCreateJobBody(value: unknown): Parsed<JsonObject> {
   if (value.metadata !== undefined && !isObject(value.metadata)) {
     return { ok: false, message: "metadata must be an object" };
   }
-  return { ok: true, value };
+  const mastering = value.mastering;
+  if (mastering !== undefined && mastering !== null) {
+    if (!isObject(mastering)) {
+      return {
+        ok: false,
+        message:
+          "mastering must be an object: {loudness?, true_peak_dbtp?, intensity?, limiter?}",
+      };
+    }
+    const problem = checkMasteringOptions(mastering);
+    if (problem !== null) return { ok: false, message: problem };
+  }
+  if (value.previews !== undefined && typeof value.previews !== "boolean") {
+    return { ok: false, message: "previews must be true or false" };
+  }
+  return {
+    ok: true,
+    value: {
+      body: value,
+      mode,
+      mastering: isObject(mastering) ? mastering : null,
+    },
+  };
 }

@@ -62,12 +62,42 @@ export class MasteringApi {
     );
   }
 
+  /** `GET /jobs`: the owner's jobs, newest first, a page at a time. */
+  listJobs(
+    ownerId: string,
+    query: { status?: string; limit?: string; cursor?: string },
+  ): Promise<Upstream> {
+    const params = new URLSearchParams();
+    for (const key of ["status", "limit", "cursor"] as const) {
+      const value = query[key];
+      if (value !== undefined) params.set(key, value);
+    }
+    const search = params.size === 0 ? "" : `?${params}`;
+    return this.#call("GET", `/jobs${search}`, ownerId);
+  }
+
+  cancelJob(ownerId: string, jobId: string): Promise<Upstream> {
+    return this.#call(
+      "POST",
+      `/jobs/${encodeURIComponent(jobId)}/cancel`,
+      ownerId,
+    );
+  }
+
+  deleteJob(ownerId: string, jobId: string): Promise<Upstream> {
+    return this.#call(
+      "DELETE",
+      `/jobs/${encodeURIComponent(jobId)}`,
+      ownerId,
+    );
+  }
+
   listPresets(): Promise<Upstream> {
     return this.#call("GET", "/presets", null);
   }
 
   async #call(
-    method: "GET" | "POST",
+    method: "GET" | "POST" | "DELETE",
     path: string,
     ownerId: string | null,
     body?: unknown,

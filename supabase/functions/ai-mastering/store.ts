@@ -6,7 +6,7 @@
  * `PostgrestJobStore` for production (plain fetch to PostgREST with the
  * service-role key: no client library, nothing to load at cold start) and
  * `MemoryJobStore` for tests, which keeps the same rules as the SQL functions
- * in supabase/migrations/*_mastering_jobs.sql.
+ * in supabase/migrations/ (the latest definition of each function counts).
  */
 
 import type { FetchFn } from "./mastering_api.ts";
@@ -23,6 +23,9 @@ export interface CreatedJob {
   ownerId: string;
   status: JobStatus;
   metadata: JsonObject;
+  /** The options as the API echoed them, else as asked; null if none. */
+  mastering: JsonObject | null;
+  mode: string;
 }
 
 /** One row of `public.mastering_jobs`, as PostgREST returns it. */
@@ -34,6 +37,12 @@ export interface JobRow {
   error: JsonObject | null;
   results: JsonObject | null;
   metrics: JsonObject | null;
+  /** As asked at creation; the resolved options once a job body was synced. */
+  mastering: JsonObject | null;
+  /** `[{code, message}]`; empty until the job body says otherwise. */
+  warnings: JsonObject[];
+  analysis: JsonObject | null;
+  mode: string;
   metadata: JsonObject | null;
   last_webhook_id: string | null;
   created_at: string;
@@ -63,14 +72,20 @@ const OUTCOMES: ReadonlySet<string> = new Set([
 export interface JobStore {
   /** Record a job just created for `ownerId` (insert, or merge on job_id). */
   upsertCreated(job: CreatedJob): Promise<void>;
-  /** Apply a verified `job.succeeded`/`job.failed`, once per webhook id. */
+  /** Apply a verified `job.*` event, once per webhook id. */
   applyWebhook(webhookId: string, job: JobSnapshot): Promise<WebhookOutcome>;
   /**
    * Bring a still-running row up to date with what the API just told its
-   * owner. This is how `expired` (which sends no webhook) and progress reach
-   * Realtime subscribers; an ended row is left to the webhook.
+   * owner (a GET or a cancel). This is how progress reaches Realtime
+   * subscribers, and how an end reaches the row when its webhook is late or
+   * lost; an ended row is left to the webhook.
    */
   syncFromApi(ownerId: string, job: JobSnapshot): Promise<void>;
+  /**
+   * Remove `ownerId`'s row of the job (its webhook deliveries go with it);
+   * false when there was none. Another owner's row is never touched.
+   */
+  deleteOwned(ownerId: string, jobId: string): Promise<boolean>;
   get(jobId: string): Promise<JobRow | null>;
 }
 
@@ -81,9 +96,24 @@ export class StoreError extends Error {
   }
 }
 
+/** Key order matters here, unlike jsonb equality; the tests build bodies alike. */
 function sameJson(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
+
+/** The columns a job body sets, as in the SQL functions' `set` lists. */
+type MirroredFields = Pick<
+  JobRow,
+  | "status"
+  | "progress"
+  | "error"
+  | "results"
+  | "metrics"
+  | "mastering"
+  | "warnings"
+  | "analysis"
+  | "mode"
+>;
 
 /** In-memory store with the same rules as the SQL functions; for tests. */
 export class MemoryJobStore implements JobStore {
@@ -106,6 +136,10 @@ export class MemoryJobStore implements JobStore {
       error: existing?.error ?? null,
       results: existing?.results ?? null,
       metrics: existing?.metrics ?? null,
+      mastering: job.mastering,
+      warnings: existing?.warnings ?? [],
+      analysis: existing?.analysis ?? null,
+      mode: job.mode,
       metadata: job.metadata,
       last_webhook_id: existing?.last_webhook_id ?? null,
       created_at: existing?.created_at ?? now,
@@ -123,8 +157,10 @@ export class MemoryJobStore implements JobStore {
     if (this.deliveries.has(webhookId)) return Promise.resolve("duplicate");
     this.deliveries.add(webhookId);
     this.rows.set(job.job_id, {
-      ...this.#updated(row, job),
+      ...row,
+      ...mirrored(row, job),
       last_webhook_id: webhookId,
+      updated_at: this.#now().toISOString(),
     });
     return Promise.resolve("applied");
   }
@@ -134,32 +170,56 @@ export class MemoryJobStore implements JobStore {
     if (
       row === undefined || row.owner_id !== ownerId ||
       TERMINAL_STATUSES.has(row.status) ||
-      JOB_STATUSES.indexOf(job.status) < JOB_STATUSES.indexOf(row.status) ||
-      (row.status === job.status && sameJson(row.progress, job.progress))
+      JOB_STATUSES.indexOf(job.status) < JOB_STATUSES.indexOf(row.status)
     ) {
       return Promise.resolve();
     }
-    this.rows.set(job.job_id, this.#updated(row, job));
+    const fields = mirrored(row, job);
+    const unchanged = (Object.keys(fields) as (keyof MirroredFields)[])
+      .every((key) => sameJson(row[key], fields[key]));
+    if (unchanged) return Promise.resolve();
+    this.rows.set(job.job_id, {
+      ...row,
+      ...fields,
+      updated_at: this.#now().toISOString(),
+    });
     return Promise.resolve();
   }
 
-  /** The row with the job's state as the API reports it. */
-  #updated(row: JobRow, job: JobSnapshot): JobRow {
-    return {
-      ...row,
-      status: job.status,
-      progress: job.progress,
-      error: job.error,
-      results: job.results,
-      metrics: job.metrics,
-      updated_at: this.#now().toISOString(),
-    };
+  deleteOwned(ownerId: string, jobId: string): Promise<boolean> {
+    const row = this.rows.get(jobId);
+    if (row === undefined || row.owner_id !== ownerId) {
+      return Promise.resolve(false);
+    }
+    this.rows.delete(jobId);
+    // The deliveries table cascades with its job in SQL; this set has no
+    // job ids, and a replayed event for a deleted job finds no row anyway.
+    return Promise.resolve(true);
   }
 
   get(jobId: string): Promise<JobRow | null> {
     const row = this.rows.get(jobId);
     return Promise.resolve(row === undefined ? null : structuredClone(row));
   }
+}
+
+/**
+ * What a job body writes into its row. Options and mode fall back to what the
+ * row has, so a body from an API that does not send them yet keeps the values
+ * recorded at creation; no warnings is an empty list.
+ */
+function mirrored(row: JobRow, job: JobSnapshot): MirroredFields {
+  return {
+    status: job.status,
+    progress: job.progress,
+    error: job.error,
+    results: job.results,
+    metrics: job.metrics,
+    mastering: job.mastering ?? row.mastering,
+    warnings: job.warnings ?? [],
+    analysis: job.analysis,
+    mode: job.mode ?? row.mode,
+  };
 }
 
 const STORE_TIMEOUT_MS = 10_000;
@@ -190,6 +250,8 @@ export class PostgrestJobStore implements JobStore {
         status: job.status,
         progress: { stage: job.status, percent: 0 },
         metadata: job.metadata,
+        mastering: job.mastering,
+        mode: job.mode,
         updated_at: new Date().toISOString(),
       },
       "resolution=merge-duplicates,return=minimal",
@@ -211,6 +273,10 @@ export class PostgrestJobStore implements JobStore {
         p_error: job.error,
         p_results: job.results,
         p_metrics: job.metrics,
+        p_mastering: job.mastering,
+        p_warnings: job.warnings,
+        p_analysis: job.analysis,
+        p_mode: job.mode,
       },
     );
     if (typeof outcome !== "string" || !OUTCOMES.has(outcome)) {
@@ -230,7 +296,28 @@ export class PostgrestJobStore implements JobStore {
       p_error: job.error,
       p_results: job.results,
       p_metrics: job.metrics,
+      p_mastering: job.mastering,
+      p_warnings: job.warnings,
+      p_analysis: job.analysis,
+      p_mode: job.mode,
     });
+  }
+
+  async deleteOwned(ownerId: string, jobId: string): Promise<boolean> {
+    // One statement, so no read-then-delete race; the owner filter keeps a
+    // caller from removing another user's row whatever the API answered.
+    const removed = await this.#request(
+      "DELETE",
+      `/mastering_jobs?job_id=eq.${encodeURIComponent(jobId)}&owner_id=eq.${
+        encodeURIComponent(ownerId)
+      }&select=job_id`,
+      undefined,
+      "return=representation",
+    );
+    if (!Array.isArray(removed)) {
+      throw new StoreError("PostgREST did not answer a list of rows");
+    }
+    return removed.length > 0;
   }
 
   async get(jobId: string): Promise<JobRow | null> {
@@ -245,7 +332,7 @@ export class PostgrestJobStore implements JobStore {
   }
 
   async #request(
-    method: "GET" | "POST",
+    method: "GET" | "POST" | "DELETE",
     path: string,
     body?: unknown,
     prefer?: string,

@@ -44,8 +44,34 @@ const JOB: JobSnapshot = {
   status: "succeeded",
   progress: { stage: "done", percent: 100 },
   error: null,
-  results: { mp3: { url: "https://s3/x.mp3", expires_at: "t", size: 1 } },
+  results: {
+    mp3: {
+      url: "https://s3/x.mp3",
+      expires_at: "t",
+      size: 1,
+      lufs: -14,
+      true_peak_dbtp: -1,
+    },
+  },
   metrics: { duration_s: 3 },
+  mastering: {
+    loudness: "spotify",
+    loudness_lufs: -14,
+    true_peak_dbtp: -1,
+    intensity: 0.7,
+    limiter: "true_peak",
+  },
+  warnings: [{ code: "loudness_not_reached", message: "-14.8 LUFS" }],
+  analysis: { target: { lufs: -20 }, band_centres_hz: [100, 1000] },
+  mode: "master",
+};
+
+/** The job's new fields as the SQL functions take them. */
+const NEWER_PARAMETERS = {
+  p_mastering: JOB.mastering,
+  p_warnings: JOB.warnings,
+  p_analysis: JOB.analysis,
+  p_mode: "master",
 };
 
 function assertServiceRole(headers: Headers): void {
@@ -62,6 +88,8 @@ Deno.test("upsertCreated upserts the row on job_id", async () => {
     ownerId: ALICE,
     status: "awaiting_upload",
     metadata: { a: 1 },
+    mastering: { loudness: -12 },
+    mode: "preview",
   });
   assert.equal(sent.length, 1);
   const [request] = sent;
@@ -81,6 +109,8 @@ Deno.test("upsertCreated upserts the row on job_id", async () => {
   assert.equal(body.status, "awaiting_upload");
   assert.deepEqual(body.progress, { stage: "awaiting_upload", percent: 0 });
   assert.deepEqual(body.metadata, { a: 1 });
+  assert.deepEqual(body.mastering, { loudness: -12 });
+  assert.equal(body.mode, "preview");
 });
 
 Deno.test("applyWebhook calls the SQL function and reads its outcome", async () => {
@@ -100,6 +130,7 @@ Deno.test("applyWebhook calls the SQL function and reads its outcome", async () 
       p_error: null,
       p_results: JOB.results,
       p_metrics: JOB.metrics,
+      ...NEWER_PARAMETERS,
     });
   }
   const { store } = fakePostgrest(() => Response.json("maybe"));
@@ -115,8 +146,41 @@ Deno.test("syncFromApi calls sync_mastering_job with the owner", async () => {
     sent[0].url,
     "https://project.supabase.co/rest/v1/rpc/sync_mastering_job",
   );
-  assert.equal((sent[0].body as Record<string, unknown>).p_owner_id, ALICE);
-  assert.equal((sent[0].body as Record<string, unknown>).p_job_id, JOB.job_id);
+  assert.deepEqual(sent[0].body, {
+    p_job_id: JOB.job_id,
+    p_owner_id: ALICE,
+    p_status: "succeeded",
+    p_progress: JOB.progress,
+    p_error: null,
+    p_results: JOB.results,
+    p_metrics: JOB.metrics,
+    ...NEWER_PARAMETERS,
+  });
+});
+
+Deno.test("deleteOwned deletes only the owner's row and says if there was one", async () => {
+  // Given PostgREST answering the deleted rows (return=representation)
+  const removed = fakePostgrest(() => Response.json([{ job_id: JOB.job_id }]));
+  // When the owner's row is deleted
+  assert.equal(await removed.store.deleteOwned(ALICE, JOB.job_id), true);
+  // Then one DELETE filtered on job and owner, as the service role
+  const [request] = removed.sent;
+  assert.equal(request.method, "DELETE");
+  assert.equal(
+    request.url,
+    `https://project.supabase.co/rest/v1/mastering_jobs?job_id=eq.${JOB.job_id}&owner_id=eq.${ALICE}&select=job_id`,
+  );
+  assertServiceRole(request.headers);
+  assert.equal(request.headers.get("prefer"), "return=representation");
+
+  // And no matching row (none, or another owner's) is false
+  const none = fakePostgrest(() => Response.json([]));
+  assert.equal(await none.store.deleteOwned(ALICE, JOB.job_id), false);
+  const odd = fakePostgrest(() => Response.json({ deleted: 1 }));
+  await assert.rejects(
+    () => odd.store.deleteOwned(ALICE, JOB.job_id),
+    StoreError,
+  );
 });
 
 Deno.test("get reads one row or null", async () => {
@@ -146,6 +210,8 @@ Deno.test("PostgREST errors and network failures become StoreError", async () =>
         ownerId: ALICE,
         status: "awaiting_upload",
         metadata: {},
+        mastering: null,
+        mode: "master",
       }),
     (error: unknown) =>
       error instanceof StoreError && /409/.test(error.message) &&

@@ -107,6 +107,37 @@ export const TARGET = {
   content_type: "audio/wav",
 };
 
+/** The resolved options of a job that asked for none (reference job). */
+export const DEFAULT_MASTERING: JsonObject = {
+  loudness: "reference",
+  loudness_lufs: null,
+  true_peak_dbtp: -1,
+  intensity: 1,
+  limiter: "true_peak",
+};
+
+export const ANALYSIS: JsonObject = {
+  target: {
+    lufs: -21.5,
+    loudness_range_lu: 6.1,
+    true_peak_dbtp: -4.2,
+    sample_peak_dbfs: -4.4,
+    bands_db: [-30, -28, -27, -31],
+  },
+  result: {
+    lufs: -14,
+    loudness_range_lu: 5.2,
+    true_peak_dbtp: -1,
+    sample_peak_dbfs: -1.1,
+    bands_db: [-24, -22, -21, -25],
+  },
+  band_centres_hz: [63, 250, 1000, 4000],
+};
+
+/**
+ * A job body as `GET /jobs/{id}` and the webhook carry it, in the shape of
+ * DESIGN.md's current contract (options echo, warnings, analysis, mode).
+ */
 export function jobBody(
   jobId: string,
   status: string,
@@ -131,6 +162,8 @@ export function jobBody(
           url: `https://results.example/results/${jobId}/mastered.wav?sig=1`,
           expires_at: "2026-11-23T10:00:00.000Z",
           size: 4242,
+          lufs: -14,
+          true_peak_dbtp: -1.02,
         },
       }
       : {},
@@ -138,8 +171,24 @@ export function jobBody(
       ? { duration_s: 8, result_lufs: -9.1, processing_s: 3.2 }
       : null,
     metadata: {},
+    mode: "master",
+    mastering: DEFAULT_MASTERING,
+    warnings: [],
+    analysis: status === "succeeded" ? ANALYSIS : null,
     ...extra,
   } as JsonObject;
+}
+
+/** A job body as an API from before options and modes sends it. */
+export function legacyJobBody(jobId: string, status: string): JsonObject {
+  const {
+    mode: _mode,
+    mastering: _mastering,
+    warnings: _warnings,
+    analysis: _analysis,
+    ...legacy
+  } = jobBody(jobId, status);
+  return legacy;
 }
 
 /** Signed like src/mastering/notify/webhooks.py signs (Standard Webhooks). */
@@ -188,17 +237,45 @@ export interface RecordedRequest {
 interface FakeJob {
   owner: string;
   body: JsonObject;
+  /** Creation order: the list is newest first, and its cursor is this. */
+  seq: number;
 }
+
+/** Platform ids the fake resolves (a few of DESIGN.md's). */
+const PLATFORM_LUFS: Record<string, number> = {
+  spotify: -14,
+  apple_music: -16,
+  ebu_r128: -23,
+};
+// The contract's statuses, written out rather than imported so the fake does
+// not share a mistake with the code under test.
+const STATUSES = [
+  "awaiting_upload",
+  "queued",
+  "processing",
+  "succeeded",
+  "failed",
+  "expired",
+  "cancelled",
+];
+const ENDED = new Set(["succeeded", "failed", "expired", "cancelled"]);
+
+/** The fake's one preset's own loudness. */
+const BALANCED_LUFS = -11;
 
 /**
  * The HTTP API of DESIGN.md, faked: API key check, owner scoping (another
- * owner's job is a 404, as in the real one), a few of the real error answers.
- * `override` answers the next request with a canned response instead.
+ * owner's job is a 404, as in the real one), create with options and modes,
+ * list, cancel and delete, the live-job limit, a few of the real error
+ * answers. `override` answers the next request with a canned response.
  */
 export class FakeMasteringApi {
   readonly requests: RecordedRequest[] = [];
   readonly jobs = new Map<string, FakeJob>();
   override: { status: number; body: unknown } | null = null;
+  /** Live (not ended) jobs an owner may have; more is 429 too_many_jobs. */
+  liveJobLimit = Number.POSITIVE_INFINITY;
+  #seq = 0;
   readonly #server: Deno.HttpServer<Deno.NetAddr>;
 
   constructor() {
@@ -238,13 +315,25 @@ export class FakeMasteringApi {
     if (req.method === "POST" && url.pathname === "/jobs") {
       return this.#create(owner, body as JsonObject);
     }
-    const match = /^\/jobs\/([^/]+)$/.exec(url.pathname);
-    if (req.method === "GET" && match !== null) {
+    if (req.method === "GET" && url.pathname === "/jobs") {
+      return this.#list(owner, url.searchParams);
+    }
+    const match = /^\/jobs\/([^/]+)(\/cancel)?$/.exec(url.pathname);
+    if (match !== null) {
       const job = this.jobs.get(match[1]);
       if (job === undefined || job.owner !== owner) {
         return error(404, "not_found", "No such job");
       }
-      return Response.json(job.body);
+      if (req.method === "GET" && match[2] === undefined) {
+        return Response.json(job.body);
+      }
+      if (req.method === "POST" && match[2] !== undefined) {
+        return this.#cancel(job);
+      }
+      if (req.method === "DELETE" && match[2] === undefined) {
+        this.jobs.delete(match[1]);
+        return new Response(null, { status: 204 });
+      }
     }
     if (req.method === "GET" && url.pathname === "/presets") {
       return Response.json({
@@ -262,11 +351,46 @@ export class FakeMasteringApi {
     if (typeof target.size === "number" && target.size > 100 * 1024 * 1024) {
       return error(413, "file_too_large", "The target is too large");
     }
+    const options = (request.mastering ?? {}) as JsonObject;
+    const intensity = options.intensity ?? 1;
+    if (typeof intensity !== "number" || intensity < 0 || intensity > 1) {
+      return error(
+        400,
+        "invalid_request",
+        "mastering.intensity must be between 0 and 1",
+      );
+    }
+    const live = [...this.jobs.values()].filter((job) =>
+      job.owner === owner &&
+      !ENDED.has(String(job.body.status))
+    ).length;
+    if (live >= this.liveJobLimit) {
+      return error(
+        429,
+        "too_many_jobs",
+        `At most ${this.liveJobLimit} jobs may be running at once`,
+      );
+    }
+    const loudness = options.loudness ??
+      (request.preset !== undefined ? "preset" : "reference");
     const jobId = crypto.randomUUID();
     this.jobs.set(jobId, {
       owner,
+      seq: ++this.#seq,
       body: jobBody(jobId, "awaiting_upload", {
         metadata: request.metadata ?? {},
+        mode: request.mode ?? "master",
+        mastering: {
+          loudness,
+          loudness_lufs: typeof loudness === "number"
+            ? loudness
+            : loudness === "preset"
+            ? BALANCED_LUFS
+            : PLATFORM_LUFS[String(loudness)] ?? null,
+          true_peak_dbtp: options.true_peak_dbtp ?? -1,
+          intensity,
+          limiter: options.limiter ?? "true_peak",
+        },
       }),
     });
     const upload = (role: string) => ({
@@ -287,6 +411,66 @@ export class FakeMasteringApi {
       { job_id: jobId, status: "awaiting_upload", uploads },
       { status: 201 },
     );
+  }
+
+  /** `GET /jobs`: newest first, a page of `limit`, `cursor` = last seq seen. */
+  #list(owner: string, query: URLSearchParams): Response {
+    if (owner === "") {
+      return error(400, "invalid_request", "X-Owner-Id is required");
+    }
+    const limitText = query.get("limit") ?? "20";
+    const limit = Number(limitText);
+    if (!/^\d+$/.test(limitText) || limit < 1 || limit > 100) {
+      return error(400, "invalid_request", "limit must be from 1 to 100");
+    }
+    const status = query.get("status");
+    if (
+      status !== null && status !== "" &&
+      !STATUSES.includes(status)
+    ) {
+      return error(400, "invalid_request", "status is not a job status");
+    }
+    const cursor = query.get("cursor");
+    const before = cursor === null ? Infinity : Number(cursor);
+    if (cursor !== null && !/^\d+$/.test(cursor)) {
+      return error(400, "invalid_request", "cursor is not one of ours");
+    }
+    const matching = [...this.jobs.values()]
+      .filter((job) =>
+        job.owner === owner && job.seq < before &&
+        (status === null || status === "" || job.body.status === status)
+      )
+      .sort((a, b) => b.seq - a.seq);
+    const page = matching.slice(0, limit);
+    const more = matching.length > limit;
+    return Response.json({
+      jobs: page.map(({ body }) => ({
+        job_id: body.job_id,
+        status: body.status,
+        created_at: body.created_at,
+        updated_at: body.updated_at,
+        metadata: body.metadata,
+        error: body.error,
+      })),
+      next_cursor: more ? String(page[page.length - 1].seq) : null,
+    });
+  }
+
+  #cancel(job: FakeJob): Response {
+    if (ENDED.has(String(job.body.status))) {
+      return error(
+        409,
+        "job_finished",
+        `The job already ended (${job.body.status})`,
+      );
+    }
+    job.body = {
+      ...job.body,
+      status: "cancelled",
+      progress: { stage: "cancelled", percent: 0 },
+      updated_at: "2026-11-23T09:02:00.000Z",
+    };
+    return Response.json(job.body);
   }
 }
 

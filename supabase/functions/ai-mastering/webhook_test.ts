@@ -9,9 +9,11 @@ import { handler } from "./handler.ts";
 import type { JobStore } from "./store.ts";
 import {
   ALICE,
+  ANALYSIS,
   apiRequest,
   event,
   jobBody,
+  legacyJobBody,
   OTHER_SECRET,
   TARGET,
   type TestDeps,
@@ -31,6 +33,8 @@ async function depsWithJob(
     ownerId: ALICE,
     status: "awaiting_upload",
     metadata: { track_id: "t-9" },
+    mastering: { loudness: "spotify" },
+    mode: "master",
   });
   if (status !== "awaiting_upload") {
     await deps.store.syncFromApi(ALICE, {
@@ -40,6 +44,10 @@ async function depsWithJob(
       error: null,
       results: {},
       metrics: null,
+      mastering: null,
+      warnings: null,
+      analysis: null,
+      mode: null,
     });
   }
   return { deps, jobId };
@@ -101,6 +109,127 @@ Deno.test("a signed job.failed is stored with its error", async () => {
     code: "invalid_audio",
     message: "The target is not audio",
   });
+});
+
+Deno.test("signed job.expired and job.cancelled are stored", async () => {
+  for (const status of ["expired", "cancelled"]) {
+    // Given ALICE's running job
+    const { deps, jobId } = await depsWithJob("queued");
+    const error = status === "expired"
+      ? { code: "upload_expired", message: "The uploads never arrived" }
+      : null;
+    const id = `msg_${jobId}_${status}`;
+    // When the API says it ended this way
+    const response = await handler(
+      webhookRequest(
+        event(`job.${status}`, jobBody(jobId, status, { error })),
+        { id },
+      ),
+      deps,
+    );
+    // Then the row shows it, as that event left it
+    assert.equal(response.status, 204, status);
+    const row = await deps.store.get(jobId);
+    assert.equal(row?.status, status);
+    assert.deepEqual(row?.error, error);
+    assert.equal(row?.last_webhook_id, id);
+    assert.equal(row?.owner_id, ALICE);
+  }
+});
+
+Deno.test("a cancelled job takes no other ending, only its own again", async () => {
+  // Given ALICE's job that was cancelled
+  const { deps, jobId } = await depsWithJob();
+  const cancelled = await handler(
+    webhookRequest(event("job.cancelled", jobBody(jobId, "cancelled"))),
+    deps,
+  );
+  assert.equal(cancelled.status, 204);
+  // When a contradicting ending arrives
+  for (const status of ["succeeded", "failed", "expired"]) {
+    // Then it is a conflict, and the row stays cancelled
+    await assertRefused(
+      await handler(
+        webhookRequest(event(`job.${status}`, jobBody(jobId, status))),
+        deps,
+      ),
+      "conflict",
+      409,
+    );
+  }
+  assert.equal((await deps.store.get(jobId))?.status, "cancelled");
+  // And a re-sent job.cancelled under a new id is applied
+  const again = await handler(
+    webhookRequest(event("job.cancelled", jobBody(jobId, "cancelled"))),
+    deps,
+  );
+  assert.equal(again.status, 204);
+});
+
+Deno.test("job.succeeded stores warnings, analysis, options and mode", async () => {
+  // Given ALICE's preview job, recorded with the options as asked
+  const { deps, jobId } = await depsWithJob();
+  const resolved = {
+    loudness: "spotify",
+    loudness_lufs: -14,
+    true_peak_dbtp: -1,
+    intensity: 1,
+    limiter: "true_peak",
+  };
+  const warnings = [
+    { code: "loudness_not_reached", message: "Reached -14.9 LUFS" },
+  ];
+  const results = {
+    preview_target: { url: "https://r/pt.mp3", expires_at: "t", size: 2 },
+    preview_result: {
+      url: "https://r/pr.mp3",
+      expires_at: "t",
+      size: 2,
+      lufs: -14.9,
+      true_peak_dbtp: -1.1,
+    },
+  };
+  // When it succeeds
+  const response = await handler(
+    webhookRequest(
+      event(
+        "job.succeeded",
+        jobBody(jobId, "succeeded", {
+          mastering: resolved,
+          warnings,
+          results,
+          mode: "preview",
+        }),
+      ),
+    ),
+    deps,
+  );
+  // Then the row has everything the event carried
+  assert.equal(response.status, 204);
+  const row = await deps.store.get(jobId);
+  assert.deepEqual(row?.mastering, resolved);
+  assert.deepEqual(row?.warnings, warnings);
+  assert.deepEqual(row?.analysis, ANALYSIS);
+  assert.deepEqual(row?.results, results);
+  assert.equal(row?.mode, "preview");
+});
+
+Deno.test("an event without the new fields keeps the options recorded at creation", async () => {
+  // Given a job recorded with {loudness: "spotify"} as asked
+  const { deps, jobId } = await depsWithJob();
+  // When an API from before options and modes says it succeeded
+  const response = await handler(
+    webhookRequest(event("job.succeeded", legacyJobBody(jobId, "succeeded"))),
+    deps,
+  );
+  // Then it is applied and the recorded options and mode stay
+  assert.equal(response.status, 204);
+  const row = await deps.store.get(jobId);
+  assert.equal(row?.status, "succeeded");
+  assert.deepEqual(row?.mastering, { loudness: "spotify" });
+  assert.equal(row?.mode, "master");
+  assert.deepEqual(row?.warnings, []);
+  assert.equal(row?.analysis, null);
 });
 
 Deno.test("a tampered body is refused and changes nothing", async () => {
@@ -269,6 +398,30 @@ Deno.test("signed but malformed bodies are refused as invalid_payload", async ()
     ["empty", ""],
     ["unknown type", event("job.progress", jobBody(jobId, "processing"))],
     ["type/status mismatch", event("job.succeeded", jobBody(jobId, "failed"))],
+    [
+      "cancelled/expired mismatch",
+      event("job.cancelled", jobBody(jobId, "expired")),
+    ],
+    [
+      "warnings not a list",
+      event("job.failed", jobBody(jobId, "failed", { warnings: "loud" })),
+    ],
+    [
+      "warnings not objects",
+      event("job.failed", jobBody(jobId, "failed", { warnings: ["loud"] })),
+    ],
+    [
+      "mastering not an object",
+      event("job.failed", jobBody(jobId, "failed", { mastering: "spotify" })),
+    ],
+    [
+      "analysis not an object",
+      event("job.failed", jobBody(jobId, "failed", { analysis: [1] })),
+    ],
+    [
+      "mode not a string",
+      event("job.failed", jobBody(jobId, "failed", { mode: 2 })),
+    ],
     ["no data", JSON.stringify({ type: "job.failed" })],
     ["bad job id", event("job.failed", jobBody("../etc", "failed"))],
     [
@@ -301,6 +454,7 @@ Deno.test("a database failure is a 500, so the sender retries", async () => {
     upsertCreated: () => Promise.reject(new Error("down")),
     applyWebhook: () => Promise.reject(new Error("down")),
     syncFromApi: () => Promise.reject(new Error("down")),
+    deleteOwned: () => Promise.reject(new Error("down")),
     get: () => Promise.reject(new Error("down")),
   };
   const response = await handler(

@@ -12,20 +12,20 @@ in memory at a time, and the target is mastered in place.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mastering.engine.profile import ReferenceProfile
-from mastering.errors import IdenticalInputs, JobWarning, UnknownPreset
+from mastering.errors import IdenticalInputs, JobWarning, UnknownPreset, WarningCode
 from mastering.formats import OutputFormat
 from mastering.jobs.model import Stage
-from mastering.options import MasteringOptions
+from mastering.options import DEFAULT_TRUE_PEAK_DBTP, Limiter, MasteringOptions
 from mastering.presets import get_preset
 
 if TYPE_CHECKING:
     from mastering.audio.decode import DecodedAudio
+    from mastering.engine.master import MasterOptions
 
 ProgressCallback = Callable[[Stage, int], None]
 
@@ -134,13 +134,27 @@ def _same_audio(target: DecodedAudio, profile: ReferenceProfile) -> bool:
     return audio_fingerprint(target) == profile.fingerprint
 
 
+def _engine_options(options: MasteringOptions, loudness_lufs: float | None) -> MasterOptions:
+    from mastering.engine.master import MasterOptions
+
+    return MasterOptions(
+        in_place=True,
+        intensity=options.intensity,
+        limiter=options.limiter,
+        loudness_lufs=loudness_lufs,
+        ceiling_dbtp=(
+            options.true_peak_dbtp if options.true_peak_dbtp is not None else DEFAULT_TRUE_PEAK_DBTP
+        ),
+    )
+
+
 def master_files(request: MasteringRequest, on_progress: ProgressCallback) -> MasteringOutcome:
     # Heavy imports here, not at module import: the handler module must load fast.
     from mastering.audio.decode import decode_audio
     from mastering.audio.measure import validate_for_mastering
     from mastering.engine import matchering_adapter
-    from mastering.engine.loudness import to_db, true_peak
-    from mastering.engine.outputs import write_outputs
+    from mastering.engine.outputs import Measurement, write_outputs
+    from mastering.engine.true_peak import to_db
 
     on_progress(Stage.DECODING, 10)
     if (
@@ -168,32 +182,73 @@ def master_files(request: MasteringRequest, on_progress: ProgressCallback) -> Ma
     if _same_audio(target, profile):
         raise IdenticalInputs("The target and the reference are the same audio")
 
+    options = request.options
+    warnings: list[JobWarning] = []
+    loudness = options.loudness_lufs
+    true_peak_limiter = options.limiter is Limiter.TRUE_PEAK
+    if true_peak_limiter and loudness is None:
+        loudness = profile.lufs
+        if loudness is None:
+            warnings.append(
+                JobWarning(
+                    WarningCode.REFERENCE_LOUDNESS_UNKNOWN,
+                    "The reference is too quiet to measure its loudness; the master "
+                    "follows its level as matchering would",
+                )
+            )
+
     on_progress(Stage.ANALYZING, 20)
     duration_s = target.duration_s
     # In place: the master overwrites the decoded target, so the track is held once.
     result = matchering_adapter.match_to_reference(
-        target, profile, on_stage=on_progress, in_place=True
+        target, profile, _engine_options(options, loudness), on_stage=on_progress
     )
     del target
+    if true_peak_limiter:
+        options = options.with_loudness_lufs(
+            result.loudness_target_lufs if loudness is None else loudness
+        )
+    if not result.loudness_reached and result.result_lufs is not None:
+        warnings.append(
+            JobWarning(
+                WarningCode.LOUDNESS_NOT_REACHED,
+                f"The master reaches {result.result_lufs:.1f} LUFS, not the "
+                f"{options.loudness_lufs:.1f} LUFS asked: louder, under a "
+                f"{options.true_peak_dbtp:g} dBTP ceiling, would take so much limiting "
+                "that the track would sound squashed",
+            )
+        )
 
     on_progress(Stage.ENCODING, 80)
-    # The true-peak meter is FFT work and the writers are libsndfile calls: both let go
-    # of the GIL, so the meter runs beside the encoding on a second core.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        peak = pool.submit(true_peak, result.samples)
-        files = write_outputs(
-            result.samples,
-            result.sample_rate,
-            request.outputs,
-            request.work_dir,
-            ffmpeg_path=request.ffmpeg_path,
-        )
-        result_true_peak = to_db(peak.result())
+    master = Measurement(lufs=result.result_lufs, true_peak_dbtp=to_db(result.true_peak))
+    written = write_outputs(
+        result.samples,
+        result.sample_rate,
+        request.outputs,
+        request.work_dir,
+        master=master,
+        ffmpeg_path=request.ffmpeg_path,
+        dither=true_peak_limiter,
+        mp3_ceiling_dbtp=options.true_peak_dbtp if true_peak_limiter else None,
+    )
     metrics: dict[str, float | None] = {
         "duration_s": _rounded(duration_s, 3),
         "target_lufs": _rounded(result.target_lufs),
         "reference_lufs": _rounded(profile.lufs),
-        "result_lufs": _rounded(result.result_lufs),
-        "result_true_peak_dbtp": _rounded(result_true_peak),
+        "result_lufs": _rounded(master.lufs),
+        "result_true_peak_dbtp": _rounded(master.true_peak_dbtp),
     }
-    return MasteringOutcome(files=files, metrics=metrics, reference_profile=profile)
+    return MasteringOutcome(
+        files={fmt: output.path for fmt, output in written.items()},
+        metrics=metrics,
+        reference_profile=profile,
+        options=options,
+        measurements={
+            fmt: FileMeasurement(
+                lufs=_rounded(output.measurement.lufs),
+                true_peak_dbtp=_rounded(output.measurement.true_peak_dbtp),
+            )
+            for fmt, output in written.items()
+        },
+        warnings=tuple(warnings),
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -29,7 +31,7 @@ def matchering_master(target: Samples, target_rate: int, reference: Samples, ref
 
 
 def engine_master(
-    target: Samples, target_rate: int, reference: Samples, reference_rate: int, **options: int
+    target: Samples, target_rate: int, reference: Samples, reference_rate: int, **options: Any
 ) -> tuple[Samples, int]:
     profile = analyze(DecodedAudio(reference.astype(np.float32), reference_rate))
     result = master(

@@ -13,7 +13,7 @@ from scipy.signal.windows import hann as scipy_hann
 
 from mastering.engine import iir
 from mastering.engine.eq import hann
-from mastering.engine.loudness import LoudnessMeter, _lowpass_taps, k_weighting
+from mastering.engine.loudness import LoudnessMeter, k_weighting
 from mastering.engine.spline import CubicSpline
 from tests.audio_factory import tone_mix
 
@@ -90,12 +90,6 @@ def test_loudness_meter_agrees_with_pyloudnorm_to_a_thousandth(rate: int) -> Non
     assert meter.integrated() == pytest.approx(expected, abs=1e-3)
 
 
-def test_oversampling_taps_equal_firwin() -> None:
-    np.testing.assert_allclose(
-        _lowpass_taps(81, 0.25, 5.0), firwin(81, 0.25, window=("kaiser", 5.0)), atol=1e-16
-    )
-
-
 @pytest.mark.parametrize("length", [1, 2, 5, 4096, 4458, 17_832])
 def test_hann_equals_scipy(length: int) -> None:
     assert np.array_equal(hann(length), scipy_hann(length))
@@ -146,25 +140,12 @@ def test_engine_ffts_are_scipy_ffts_bit_for_bit() -> None:
 def test_sliding_max_equals_maximum_filter1d(size: int) -> None:
     from scipy.ndimage import maximum_filter1d
 
-    from mastering.engine.limiter import sliding_max
+    from mastering.engine.dsp import sliding_max
 
     values = np.random.default_rng(size).random(12_345)
     # Windows [j, j + size) are maximum_filter1d's around j + size // 2.
     expected = maximum_filter1d(values, size=size)[size // 2 : size // 2 + 12_345 - size + 1]
     assert np.array_equal(sliding_max(values, size), expected)
-
-
-@pytest.mark.parametrize("frames", [5, 33, 1_000, 131_072, 131_073, 300_001])
-def test_true_peak_equals_resample_poly_at_block_edges(frames: int) -> None:
-    from mastering.audio.measure import true_peak_dbtp
-    from mastering.engine.loudness import to_db, true_peak
-
-    # Given noise with its extremes at the very first and last samples
-    rng = np.random.default_rng(frames)
-    samples = (rng.standard_normal((frames, 2)) * 0.3).astype(np.float32)
-    samples[0, 0], samples[-1, 1] = -0.95, 0.9
-    # Then the streamed meter reads what resample_poly's oversampling reads
-    assert to_db(true_peak(samples)) == pytest.approx(true_peak_dbtp(samples, 44_100), abs=1e-5)
 
 
 @pytest.mark.parametrize("channels", [1, 2])

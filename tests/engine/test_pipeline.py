@@ -10,7 +10,7 @@ import soundfile as sf
 
 from mastering.audio.encode import encode
 from mastering.engine.master import analyze_file
-from mastering.engine.outputs import write_outputs
+from mastering.engine.outputs import Measurement, write_outputs
 from mastering.errors import AudioTooShort, IdenticalInputs, InternalError, SilentAudio
 from mastering.formats import OutputFormat
 from mastering.jobs.model import Stage
@@ -19,6 +19,9 @@ from tests.audio_factory import silence, tone_mix, write_wav
 
 pytestmark = pytest.mark.slow
 RATE = 44_100
+
+# The master as write_outputs reports it for lossless files (not measured here).
+UNMEASURED = Measurement(lufs=None, true_peak_dbtp=None)
 
 
 def _request(tmp_path: Path, target: Path, **fields: object) -> MasteringRequest:
@@ -88,7 +91,9 @@ def test_streamed_outputs_equal_encode(tmp_path: Path, fmt: OutputFormat) -> Non
     streamed_dir, whole_dir = tmp_path / "a", tmp_path / "b"
     streamed_dir.mkdir()
     whole_dir.mkdir()
-    streamed = write_outputs(samples, RATE, (fmt,), streamed_dir, block_frames=10_000)[fmt]
+    streamed = write_outputs(
+        samples, RATE, (fmt,), streamed_dir, master=UNMEASURED, block_frames=10_000
+    )[fmt].path
     whole = encode(samples, RATE, fmt, whole_dir / streamed.name)
     a, _ = sf.read(streamed, dtype="int32")
     b, _ = sf.read(whole, dtype="int32")
@@ -103,9 +108,17 @@ def test_streamed_mp3_is_the_same_file_as_encode(tmp_path: Path) -> None:
     streamed_dir.mkdir()
     whole_dir.mkdir()
     # When it is written block by block into ffmpeg, alongside a WAV, and in one go
-    files = write_outputs(
-        samples, RATE, (OutputFormat.WAV16, OutputFormat.MP3), streamed_dir, block_frames=10_000
-    )
+    files = {
+        fmt: written.path
+        for fmt, written in write_outputs(
+            samples,
+            RATE,
+            (OutputFormat.WAV16, OutputFormat.MP3),
+            streamed_dir,
+            master=UNMEASURED,
+            block_frames=10_000,
+        ).items()
+    }
     whole = encode(samples, RATE, OutputFormat.MP3, whole_dir / "whole.mp3")
     # Then the MP3s are byte for byte the same, and nothing else is left behind
     assert files[OutputFormat.MP3].read_bytes() == whole.read_bytes()
@@ -129,6 +142,7 @@ def test_a_failing_mp3_encoder_fails_the_outputs_and_leaves_nothing(tmp_path: Pa
             RATE,
             (OutputFormat.WAV16, OutputFormat.MP3),
             out,
+            master=UNMEASURED,
             ffmpeg_path=str(fake),
             block_frames=10_000,
         )

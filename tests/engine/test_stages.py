@@ -1,5 +1,5 @@
 """Each streamed stage equals its whole-array counterpart (matchering's, scipy's,
-pyloudnorm's, measure's), whatever the block size."""
+pyloudnorm's), whatever the block size."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import pyloudnorm
 import pytest
 from scipy.signal import fftconvolve
 
-from mastering.audio.measure import true_peak_dbtp
 from mastering.engine.dsp import FirStream
 from mastering.engine.limiter import design_limiter, gain_envelope, hard_clip_gain
-from mastering.engine.loudness import LoudnessMeter, to_db, true_peak
+from mastering.engine.loudness import LoudnessMeter
 from mastering.engine.params import THRESHOLD
 from tests.audio_factory import tone_mix
 from tests.engine.conftest import engine_master
@@ -58,11 +57,6 @@ def test_loudness_meter_equals_pyloudnorm(rate: int, channels: int) -> None:
         meter.push(samples[start : start + 33_333])
     expected = pyloudnorm.Meter(rate).integrated_loudness(samples.astype(np.float64))
     assert meter.integrated() == pytest.approx(expected, abs=0.005)
-
-
-def test_true_peak_equals_measure() -> None:
-    samples = tone_mix(5.0, 44_100, seed=5, peak_dbfs=-0.5)
-    assert to_db(true_peak(samples)) == pytest.approx(true_peak_dbtp(samples, 44_100), abs=1e-3)
 
 
 def test_master_does_not_depend_on_the_block_size() -> None:

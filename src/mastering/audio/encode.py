@@ -120,9 +120,16 @@ def mp3_args(sample_rate: int, channels: int, dest: Path) -> list[str]:
         "2",
     ]
     if sample_rate not in _MP3_RATES:
-        # Keep the 44.1 kHz family on 44.1 kHz so the resampling ratio stays simple.
-        args += ["-ar", "44100" if sample_rate % 11_025 == 0 else "48000"]
+        args += ["-ar", str(mp3_rate(sample_rate))]
     return [*args, "-map_metadata", "-1", "-f", "mp3", "-y", f"file:{dest}"]
+
+
+def mp3_rate(sample_rate: int) -> int:
+    """The rate an MP3 of a ``sample_rate`` master is encoded at."""
+    if sample_rate in _MP3_RATES:
+        return sample_rate
+    # Keep the 44.1 kHz family on 44.1 kHz so the resampling ratio stays simple.
+    return 44_100 if sample_rate % 11_025 == 0 else 48_000
 
 
 def _as_frames_by_channels(samples: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:

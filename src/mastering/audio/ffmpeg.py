@@ -98,9 +98,15 @@ def run_ffmpeg(
 
 
 def start_ffmpeg(
-    args: Sequence[str], *, ffmpeg_path: str | None, stderr_path: os.PathLike[str]
+    args: Sequence[str],
+    *,
+    ffmpeg_path: str | None,
+    stderr_path: os.PathLike[str],
+    stdin: bool = True,
+    stdout: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start ffmpeg reading ``pipe:0`` from our writes, for input produced block by block.
+    """Start ffmpeg with ``pipe:0`` fed by our writes (``stdin``) and/or ``pipe:1`` read
+    by us (``stdout``), for audio produced or consumed block by block.
 
     stderr goes to a file rather than a pipe: nobody reads it while we write, and a
     full pipe would stall ffmpeg and then us. Raises InternalError if it cannot start.
@@ -111,8 +117,8 @@ def start_ffmpeg(
         with open(stderr_path, "wb") as stderr:
             return subprocess.Popen(
                 [exe, *args],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
                 stderr=stderr,
                 env=env,
             )

@@ -78,8 +78,9 @@ def fir_length(rate: int) -> int:
     return 2 * round(FFT_SIZE / 2 * rate / INTERNAL_RATE)
 
 
-def design_fir(ratio: Float64Array, rate: int) -> Float64Array:
-    """Linear-phase FIR at ``rate`` whose response is the smoothed ``ratio``."""
+def design_fir(ratio: Float64Array, rate: int, *, intensity: float = 1.0) -> Float64Array:
+    """Linear-phase FIR at ``rate`` whose response is the smoothed ``ratio``, that curve
+    taken ``intensity`` of the way in dB (0: flat, 1: matchering's full match)."""
     length = fir_length(rate)
     curve = smoothed_curve(ratio)
     if rate == INTERNAL_RATE:
@@ -93,8 +94,12 @@ def design_fir(ratio: Float64Array, rate: int) -> Float64Array:
         response = curve(np.minimum(frequencies, nyquist))
         response *= resampler_response(frequencies, rate)
     # matchering: no DC, and the lowest bin (about 10.8 Hz) left unsmoothed.
-    response[0] = 0.0
     response[1] = ratio[1]
+    if intensity != 1.0:
+        # A share of the curve in dB is a power of it; the smoothed curve can dip to
+        # ~0 where a spectrum is empty, so it is floored for the logarithm's sake.
+        response = np.maximum(response, MIN_VALUE) ** intensity
+    response[0] = 0.0
     if rate != INTERNAL_RATE:
         # An even-length FIR used with "same" delays the output by one sample; for
         # matchering that is one 44.1 kHz sample. Keep that timing at other rates with

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mastering.engine.dsp import Float64Array
+from mastering.engine.dsp import Float64Array, sliding_max
 from mastering.engine.iir import butter_lowpass_first_order, lfilter, lfilter_zi
 from mastering.engine.params import (
     LIMITER_ATTACK_FILTER_COEFFICIENT,
@@ -123,25 +123,6 @@ class _GainCache:
             self._values = self._values[start - self._start :]
             self._start = start
         return self._values[start - self._start : stop - self._start]
-
-
-def sliding_max(values: Float64Array, size: int) -> Float64Array:
-    """max(values[j : j + size]) for every whole window j (``len - size + 1`` of them).
-
-    numpy only (scipy.ndimage's import costs ~0.2 s a process): maxima over windows of
-    1, 2, 4 ... samples by doubling (a few whole-array ``np.maximum`` passes), then a
-    window of ``size`` is the max of two overlapping power-of-two windows. Exact.
-    """
-    count = values.shape[0] - size + 1
-    if count <= 0:
-        return np.zeros(0)
-    current, width = values, 1
-    while width * 2 <= size:
-        # current[j] = max(values[j : j + width]) -> windows of twice the width
-        current = np.maximum(current[:-width], current[width:])
-        width *= 2
-    result: Float64Array = np.maximum(current[:count], current[size - width : size - width + count])
-    return result
 
 
 def _attack_slided(

@@ -1,19 +1,18 @@
-"""Loudness and true peak measured on a stream of blocks.
+"""Integrated loudness (BS.1770-4, EBU R128) measured on a stream of blocks.
 
-``mastering.audio.measure`` measures whole arrays: pyloudnorm filters a float64 copy
-of the track, and the true-peak meter runs scipy's polyphase resampler (about 0.4 s
-per minute of stereo). The engine sees its audio block by block anyway, so it meters
-there: the same BS.1770-4 gating as pyloudnorm with its K-weighting coefficients,
-and the same 4x oversampling filter as ``measure.true_peak_dbtp`` as matrix products.
+``mastering.audio.measure`` measured whole arrays with pyloudnorm, which filters a
+float64 copy of the track. The engine sees its audio block by block anyway, so it
+meters there: the same BS.1770-4 gating as pyloudnorm with its K-weighting
+coefficients (the tests check both against pyloudnorm).
 
 Nothing here imports ``scipy.signal`` (pyloudnorm imports it, about 1 s): the
-K-weighting biquads are pyloudnorm's formulas evaluated here, run by ``engine.iir``,
-and the oversampling filter is ``firwin``'s, computed with numpy. The tests check both
-against pyloudnorm and scipy.
+K-weighting biquads are pyloudnorm's formulas evaluated here, run by ``engine.iir``.
+True peak is ``engine.true_peak``.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import warnings
 from functools import cache
@@ -21,7 +20,7 @@ from functools import cache
 import numpy as np
 import numpy.typing as npt
 
-from mastering.engine.dsp import BLOCK_FRAMES, FloatArray
+from mastering.engine.dsp import FloatArray
 from mastering.engine.iir import BlockFilter
 
 # BS.1770-4: 400 ms blocks every 100 ms, -70 LUFS absolute and -10 LU relative gates.
@@ -31,11 +30,10 @@ _ABSOLUTE_GATE = -70.0
 _RELATIVE_GATE = -10.0
 _OFFSET = -0.691
 # Channel weights (L, R, C, Ls, Rs) as pyloudnorm.
-_CHANNEL_GAINS = (1.0, 1.0, 1.0, 1.41, 1.41)
-# measure.true_peak_dbtp: scipy.signal.resample_poly(x, 4, 1) and its default filter.
-_OVERSAMPLING = 4
-_HALF_TAPS = 10 * _OVERSAMPLING
-_KAISER_BETA = 5.0
+CHANNEL_GAINS = (1.0, 1.0, 1.0, 1.41, 1.41)
+# Mid and side of a stereo pair: L^2 + R^2 = 2 (M^2 + S^2), so metering M and S with
+# weight 2 each measures the left/right pair they make.
+MID_SIDE_GAINS = (2.0, 2.0)
 # pyloudnorm's K-weighting: a +4 dB high shelf at 1500 Hz, then a 38 Hz high-pass.
 _SHELF_GAIN_DB = 4.0
 _SHELF_Q = 1 / math.sqrt(2)
@@ -66,157 +64,158 @@ def k_weighting(rate: float) -> list[tuple[npt.NDArray[np.float64], npt.NDArray[
     return [shelf, high_pass]
 
 
-class LoudnessMeter:
-    """Integrated loudness of a track pushed in order, block by block.
+class KWeighting:
+    """The K-weighting filter run over a stream of (frames, channels) blocks."""
 
-    pyloudnorm's gating blocks are ``[int(0.4 * 0.25 * j * rate), int(0.4 * (0.25 * j
-    + 1) * rate))``; the meter sums K-weighted squares between consecutive block edges
-    as they stream by, so a block's energy is a sum of a few of those segments.
-    """
-
-    def __init__(self, rate: int, *, channels: int, frames: int) -> None:
+    def __init__(self, rate: int, channels: int) -> None:
         # pyloudnorm's coefficients, so both meters agree to rounding. float32 products
-        # are twice as fast; their rounding (~1e-6 relative) moves the result by far
+        # are twice as fast; their rounding (~1e-6 relative) moves a loudness by far
         # less than 0.001 LU.
         self._filter = _k_weighting_filter(rate)
         self._state = self._filter.zeros(channels)
-        self._rate = rate
-        self._frames = frames
-        self._position = 0
-        duration = frames / rate
-        count = int(np.round((duration - _BLOCK_S) / (_BLOCK_S * _STEP))) + 1
-        self._enough = frames >= math.ceil(_BLOCK_S * rate)
-        starts = [int(_BLOCK_S * (j * _STEP) * rate) for j in range(max(count, 0))]
-        stops = [int(_BLOCK_S * (j * _STEP + 1) * rate) for j in range(max(count, 0))]
-        edges = np.unique(np.clip(np.array([0, frames, *starts, *stops]), 0, frames))
-        self._edges = edges
-        self._starts = np.searchsorted(edges, np.clip(starts, 0, frames))
-        self._stops = np.searchsorted(edges, np.clip(stops, 0, frames))
-        self._segments = np.zeros((max(edges.shape[0] - 1, 1), channels))
 
-    def push(self, block: FloatArray) -> None:
-        if block.shape[0] == 0:
-            return
+    def squares(self, block: FloatArray) -> npt.NDArray[np.float32]:
+        """The next block's K-weighted squares (frames, channels), float32."""
         filtered, self._state = self._filter.apply(block, self._state)
-        squares = np.square(filtered, out=filtered)
+        squares: npt.NDArray[np.float32] = np.square(filtered, out=filtered)
+        return squares
+
+
+def block_edges(rate: int, frames: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """pyloudnorm's 400 ms gating blocks every 100 ms: (starts, stops) in frames.
+
+    ``[int(0.4 * 0.25 * j * rate), int(0.4 * (0.25 * j + 1) * rate))``, cut to the track.
+    """
+    count = max(int(np.round((frames / rate - _BLOCK_S) / (_BLOCK_S * _STEP))) + 1, 0)
+    starts = np.array([_block_start(j, rate) for j in range(count)], dtype=np.intp)
+    stops = np.array([_block_stop(j, rate) for j in range(count)], dtype=np.intp)
+    return np.clip(starts, 0, frames), np.clip(stops, 0, frames)
+
+
+def _block_start(index: int, rate: int) -> int:
+    # The same expression as pyloudnorm, so the same rounding.
+    return int(_BLOCK_S * (index * _STEP) * rate)
+
+
+def _block_stop(index: int, rate: int) -> int:
+    return int(_BLOCK_S * (index * _STEP + 1) * rate)
+
+
+def gated_loudness(block_energy: npt.NDArray[np.float64]) -> float | None:
+    """Integrated loudness of gating blocks' channel-weighted mean squares (BS.1770-4:
+    -70 LUFS absolute gate, then -10 LU below the gated mean); None when undefined."""
+    if block_energy.shape[0] == 0:
+        return None
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        block_lufs = _OFFSET + 10.0 * np.log10(block_energy)
+        gated = block_lufs >= _ABSOLUTE_GATE
+        relative = _OFFSET + 10.0 * np.log10(block_energy[gated].mean()) + _RELATIVE_GATE
+        kept = (block_lufs > relative) & (block_lufs > _ABSOLUTE_GATE)
+        average = float(np.nan_to_num(block_energy[kept].mean()))
+        loudness = _OFFSET + 10.0 * math.log10(average) if average > 0.0 else -math.inf
+    return loudness if math.isfinite(loudness) else None
+
+
+class LoudnessMeter:
+    """Integrated loudness of a stream pushed in order, block by block.
+
+    pyloudnorm's gating blocks overlap by 75 %; the meter sums K-weighted squares
+    between consecutive block edges as they stream by (so a block's energy is a sum of
+    a few of those segments), without needing the stream's length in advance.
+    ``gains`` weighs the channels (BS.1770's by default; ``MID_SIDE_GAINS`` to meter a
+    stereo pair given as mid and side).
+    """
+
+    def __init__(
+        self,
+        rate: int,
+        *,
+        channels: int,
+        frames: int | None = None,
+        gains: tuple[float, ...] | None = None,
+    ) -> None:
+        self._weighting = KWeighting(rate, channels)
+        self._rate = rate
+        self._expected = frames
+        self._position = 0
+        self._gains = np.array((gains or CHANNEL_GAINS)[:channels], dtype=np.float64)
+        self._edges: list[int] = [0]
+        self._edge_array: npt.NDArray[np.intp] | None = None
+        self._next_block = 0
+        self._segments = np.zeros((64, channels))
+
+    def _edges_until(self, position: int) -> None:
+        """Add the edges of every gating block that starts at or before ``position``.
+
+        Blocks are added in order, so an edge at or before ``position`` is never added
+        later (a later block starts after it, and stops after its start): segments
+        already summed keep their indices.
+        """
+        while _block_start(self._next_block, self._rate) <= position:
+            for edge in (
+                _block_start(self._next_block, self._rate),
+                _block_stop(self._next_block, self._rate),
+            ):
+                index = bisect.bisect_left(self._edges, edge)
+                if index == len(self._edges) or self._edges[index] != edge:
+                    self._edges.insert(index, edge)
+                    self._edge_array = None
+            self._next_block += 1
+        if len(self._edges) > self._segments.shape[0]:
+            grown = np.zeros((2 * len(self._edges), self._segments.shape[1]))
+            grown[: self._segments.shape[0]] = self._segments
+            self._segments = grown
+
+    def push(self, block: FloatArray) -> npt.NDArray[np.float32]:
+        """Meter the next block; returns its K-weighted squares for other uses."""
+        if block.shape[0] == 0:
+            return np.zeros((0, block.shape[1]), dtype=np.float32)
+        squares = self._weighting.squares(block)
         start, stop = self._position, self._position + block.shape[0]
-        inner = self._edges[(self._edges > start) & (self._edges < stop)] - start
+        self._edges_until(stop)
+        edges = self._edge_positions()
+        inner = edges[(edges > start) & (edges < stop)] - start
         cuts = np.concatenate([[0], inner]).astype(np.intp)
-        first = int(np.searchsorted(self._edges, start, side="right")) - 1
+        first = int(np.searchsorted(edges, start, side="right")) - 1
         self._segments[first : first + cuts.shape[0]] += np.add.reduceat(
             squares, cuts, axis=0, dtype=np.float64
         )
         self._position = stop
+        return squares
+
+    def _edge_positions(self) -> npt.NDArray[np.intp]:
+        if self._edge_array is None:
+            self._edge_array = np.asarray(self._edges, dtype=np.intp)
+        return self._edge_array
+
+    @property
+    def gains(self) -> npt.NDArray[np.float64]:
+        return self._gains
+
+    @property
+    def frames(self) -> int:
+        return self._position
 
     def integrated(self) -> float | None:
         """LUFS, or None when undefined (shorter than one block, or all gated out)."""
-        if not self._enough or self._position != self._frames:
+        frames = self._position
+        if frames < math.ceil(_BLOCK_S * self._rate):
             return None
-        cumulative = np.concatenate([np.zeros((1, self._segments.shape[1])), self._segments])
-        cumulative = np.cumsum(cumulative, axis=0)
-        energy = (cumulative[self._stops] - cumulative[self._starts]) / (_BLOCK_S * self._rate)
-        gains = np.array(_CHANNEL_GAINS[: energy.shape[1]])
-        with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)
-            block_lufs = _OFFSET + 10.0 * np.log10(energy @ gains)
-            gated = block_lufs >= _ABSOLUTE_GATE
-            relative = _OFFSET + 10.0 * np.log10(energy[gated].mean(axis=0) @ gains)
-            relative += _RELATIVE_GATE
-            kept = (block_lufs > relative) & (block_lufs > _ABSOLUTE_GATE)
-            average = np.nan_to_num(energy[kept].mean(axis=0))
-            loudness = float(_OFFSET + 10.0 * np.log10(average @ gains))
-        return loudness if math.isfinite(loudness) else None
-
-
-def _oversampling_phases() -> npt.NDArray[np.float64]:
-    """resample_poly's 4x filter split into its 4 phases, as (21 taps, 4 phases).
-
-    resample_poly's output ``y[4n + p] = sum_m h[40 + p + 4m] x[n - m]``: phase p is
-    a 21-tap FIR over m in [-10, 10] (zero where it falls outside h).
-    """
-    taps = _lowpass_taps(2 * _HALF_TAPS + 1, 1.0 / _OVERSAMPLING, _KAISER_BETA)
-    taps *= _OVERSAMPLING
-    span = _HALF_TAPS // _OVERSAMPLING
-    phases = np.zeros((2 * span + 1, _OVERSAMPLING))
-    for phase in range(_OVERSAMPLING):
-        for j in range(2 * span + 1):
-            index = _HALF_TAPS + phase + _OVERSAMPLING * (j - span)
-            if 0 <= index <= 2 * _HALF_TAPS:
-                phases[j, phase] = taps[index]
-    return phases
-
-
-def _lowpass_taps(count: int, cutoff: float, beta: float) -> npt.NDArray[np.float64]:
-    """``scipy.signal.firwin(count, cutoff, window=("kaiser", beta))``: a windowed sinc
-    (cutoff relative to Nyquist), scaled to unit gain at DC."""
-    middle = np.arange(count) - (count - 1) / 2.0
-    taps: npt.NDArray[np.float64] = cutoff * np.sinc(cutoff * middle)
-    taps *= np.kaiser(count, beta)
-    taps /= taps.sum()
-    return taps
+        if self._expected is not None and frames != self._expected:
+            return None
+        starts, stops = block_edges(self._rate, frames)
+        self._edges_until(frames)
+        edges = self._edge_positions()
+        weighted = self._segments[: edges.shape[0]] @ self._gains
+        cumulative = np.concatenate([[0.0], np.cumsum(weighted)])
+        # An edge past the end (the last block cut short) counts what was pushed.
+        first = np.minimum(np.searchsorted(edges, starts), edges.shape[0])
+        last = np.minimum(np.searchsorted(edges, stops), edges.shape[0])
+        energy = (cumulative[last] - cumulative[first]) / (_BLOCK_S * self._rate)
+        return gated_loudness(energy)
 
 
 @cache
 def _k_weighting_filter(rate: int) -> BlockFilter:
     return BlockFilter(k_weighting(rate), dtype=np.float32)
-
-
-# Frames per row of the true-peak products: outputs of a row need the 10 samples
-# either side, taken from the rows before and after.
-_PEAK_CHUNK = 32
-
-
-@cache
-def _peak_matrices() -> tuple[npt.NDArray[np.float32], ...]:
-    """The 4x oversampling of a row of ``_PEAK_CHUNK`` samples as three products: from
-    the previous row's last ``span`` samples, the row itself, the next row's first
-    ``span``; columns ``phase * chunk + i`` are output ``4 (row start + i) + phase``."""
-    phases = _oversampling_phases()  # (2 span + 1 taps, 4 phases), tap j is lag j - span
-    span = phases.shape[0] // 2
-    chunk = _PEAK_CHUNK
-    # Input position j (relative to the row start, -span .. chunk + span - 1) reaches
-    # output i of a phase through the tap at lag i - j.
-    positions = np.arange(-span, chunk + span)[:, None]
-    lags = np.arange(chunk)[None, :] - positions
-    inside = np.abs(lags) <= span
-    columns = [
-        np.where(inside, phases[np.clip(lags + span, 0, 2 * span), p], 0.0) for p in range(4)
-    ]
-    weights = np.concatenate(columns, axis=1).astype(np.float32)  # (chunk + 2 span, 4 chunk)
-    return weights[:span], weights[span : span + chunk], weights[span + chunk :]
-
-
-def true_peak(samples: FloatArray) -> float:
-    """Linear true peak of (frames, channels) ``samples``, as measure.true_peak_dbtp
-    (resample_poly's 4x filter, zeros beyond the ends), as block-wise matrix products:
-    rows of 32 samples times the (banded) oversampling matrix, ~10x cheaper than FFTs
-    for a 21-tap filter."""
-    before, own, after = _peak_matrices()
-    span, chunk = before.shape[0], _PEAK_CHUNK
-    frames = samples.shape[0]
-    block = BLOCK_FRAMES
-    peak = 0.0
-    for channel in range(samples.shape[1]):
-        for start in range(0, frames, block):
-            stop = min(start + block, frames)
-            rows = -(-(stop - start) // chunk)
-            # One row of context either side (zeros past the track's ends).
-            extended = np.zeros((rows + 2) * chunk, dtype=np.float32)
-            lead, tail = min(chunk, start), min(chunk, frames - stop)
-            extended[chunk - lead : chunk + stop - start + tail] = samples[
-                start - lead : stop + tail, channel
-            ]
-            grid = extended.reshape(rows + 2, chunk)
-            out = grid[1:-1] @ own
-            out += grid[:-2, chunk - span :] @ before
-            out += grid[2:, :span] @ after
-            # The last row may run past ``stop``: those outputs belong to the next block.
-            valid = stop - start - (rows - 1) * chunk
-            full = np.abs(out[:-1]).max() if rows > 1 else 0.0
-            last = np.abs(out[-1].reshape(4, chunk)[:, :valid]).max()
-            peak = max(peak, float(full), float(last))
-    return peak
-
-
-def to_db(amplitude: float) -> float:
-    return 20.0 * math.log10(amplitude) if amplitude > 0.0 else -math.inf

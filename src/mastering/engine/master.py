@@ -1,16 +1,26 @@
 """The engine: analyse a reference once, master any number of targets against it.
 
 ``analyze`` (in ``analysis``) turns a reference into a ``ReferenceProfile``;
-``master`` applies a profile to a target in five named stages, each a pass over
-the track in blocks:
+``master`` applies a profile to a target in named stages, each a pass over the track
+in blocks:
 
 1. ``analyze_levels``: the target's loudest pieces at 44.1 kHz (as the reference's);
-2. ``design_fir``: mid and side matching EQs at the target's rate;
+2. ``design_firs``: mid and side matching EQs at the target's rate, ``intensity``
+   of the way (in dB) from flat to the full match;
 3. ``convolve_stage``: the EQs applied, output stored as mid/side float32, with
-   per-piece energy and peak of the result's mid, and the target's loudness;
-4. ``correct_levels``: matchering's four RMS corrections, from those statistics
-   (re-reading only pieces that would clip);
-5. ``limit_stage``: the limiter and final gain, mid/side back to left/right in place.
+   per-piece energy and peak of the result's mid, and the target's loudness.
+
+Then one of two endings, as ``MasterOptions.limiter`` says:
+
+* ``true_peak`` (the default): ``limiter_stats`` measures the EQ'd track (loudness,
+  true peak and K-weighted power per control group), ``plan_for_loudness`` finds the
+  make-up gain that lands the loudness asked for under the true-peak ceiling, and
+  ``true_peak_stage`` applies gain and limiter, mid/side back to left/right in place,
+  and measures the result (``engine.true_peak_limiter``);
+* ``matchering``: ``correct_levels``, matchering's four RMS corrections, from the
+  convolution's statistics (re-reading only pieces that would clip), then
+  ``limit_stage``, its sample-peak limiter and final gain: ``matchering.process``'s
+  own output.
 
 The output is float32 stereo at the target's own rate. With ``in_place`` it is
 written over a stereo target's samples, so the track is held only once.
@@ -18,6 +28,7 @@ written over a stereo target's samples, so the track is held only once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +48,20 @@ from mastering.engine.dsp import (
 )
 from mastering.engine.eq import design_fir, matching_ratio
 from mastering.engine.limiter import design_limiter, gain_envelope, hard_clip_gain, limiter_needed
-from mastering.engine.loudness import LoudnessMeter
+from mastering.engine.loudness import MID_SIDE_GAINS, LoudnessMeter
 from mastering.engine.params import MIN_VALUE, RMS_CORRECTION_STEPS
 from mastering.engine.profile import ReferenceProfile
+from mastering.engine.true_peak import METER_TOLERANCE_DB, TruePeakStream, true_peak
+from mastering.engine.true_peak_limiter import (
+    SAFETY_MARGIN_DB,
+    LimiterPlan,
+    SignalStats,
+    apply_block,
+    control_group,
+    plan_for_loudness,
+    to_db_array,
+)
+from mastering.options import DEFAULT_TRUE_PEAK_DBTP, Limiter
 
 ProgressFn = Callable[[float], None]
 
@@ -49,6 +71,12 @@ class MasterOptions:
     block_frames: int = BLOCK_FRAMES
     # Overwrite a stereo target's samples with the master (no second copy of the track).
     in_place: bool = False
+    # Share of the matching EQ applied, in dB: 0 keeps the target's own balance.
+    intensity: float = 1.0
+    limiter: Limiter = Limiter.TRUE_PEAK
+    # The true-peak limiter's goals. None: the loudness matchering's RMS matching gives.
+    loudness_lufs: float | None = None
+    ceiling_dbtp: float = DEFAULT_TRUE_PEAK_DBTP
 
 
 @dataclass(frozen=True)
@@ -58,6 +86,13 @@ class MasterResult:
     target_lufs: float | None
     result_lufs: float | None
     limited: bool
+    # Linear true peak of ``samples`` (engine.true_peak).
+    true_peak: float = 0.0
+    # The loudness aimed at (true-peak limiter), and whether it was reached or given
+    # up because the limiter would have had to squash the track.
+    loudness_target_lufs: float | None = None
+    loudness_reached: bool = True
+    limiter_reduction_db: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -106,7 +141,7 @@ def master(
     levels = analyze_levels(target.samples, rate, role="target")
     progress(0.15)
     gain = profile.match_rms / max(MIN_VALUE, levels.match_rms)
-    mid_fir, side_fir = design_firs(profile, levels, gain, rate)
+    mid_fir, side_fir = design_firs(profile, levels, gain, rate, intensity=options.intensity)
     progress(0.2)
     if options.in_place and target.channels == 2:
         out = target.samples
@@ -122,36 +157,73 @@ def master(
         target_meter,
         options.block_frames,
     )
-    progress(0.6)
-    gain = correct_levels(out[:, 0], stats, gain, profile.match_rms, options.block_frames)
-    progress(0.7)
-    result_meter = LoudnessMeter(rate, channels=2, frames=frames)
-    limited = limit_stage(
-        out,
-        gain,
-        profile.amplitude_coefficient,
-        rate,
-        stats.stereo_peak,
-        result_meter,
-        options.block_frames,
+    progress(0.55)
+    if options.limiter is Limiter.MATCHERING:
+        gain = correct_levels(out[:, 0], stats, gain, profile.match_rms, options.block_frames)
+        progress(0.7)
+        result_meter = LoudnessMeter(rate, channels=2, frames=frames)
+        limited = limit_stage(
+            out,
+            gain,
+            profile.amplitude_coefficient,
+            rate,
+            stats.stereo_peak,
+            result_meter,
+            options.block_frames,
+        )
+        progress(0.95)
+        peak = true_peak(out)
+        progress(1.0)
+        return MasterResult(
+            samples=out,
+            sample_rate=rate,
+            target_lufs=target_meter.integrated(),
+            result_lufs=result_meter.integrated(),
+            limited=limited,
+            true_peak=peak,
+        )
+    signal = limiter_stats(out, rate, options.block_frames)
+    progress(0.65)
+    loudness = options.loudness_lufs
+    if loudness is None and signal.loudness is not None:
+        # matchering's level: the gain that matches the loudest pieces' RMS.
+        loudness = signal.loudness + 20.0 * math.log10(max(gain, MIN_VALUE))
+    plan = plan_for_loudness(
+        signal,
+        loudness if loudness is not None else -math.inf,
+        options.ceiling_dbtp,
     )
+    progress(0.7)
+    result = true_peak_stage(out, plan, options.ceiling_dbtp, rate, options.block_frames)
     progress(1.0)
     return MasterResult(
         samples=out,
         sample_rate=rate,
         target_lufs=target_meter.integrated(),
-        result_lufs=result_meter.integrated(),
-        limited=limited,
+        result_lufs=result.lufs,
+        limited=plan.max_reduction_db > 0.0,
+        true_peak=result.peak,
+        loudness_target_lufs=loudness,
+        loudness_reached=plan.reached,
+        limiter_reduction_db=plan.max_reduction_db,
     )
 
 
 def design_firs(
-    profile: ReferenceProfile, levels: LevelAnalysis, gain: float, rate: int
+    profile: ReferenceProfile,
+    levels: LevelAnalysis,
+    gain: float,
+    rate: int,
+    *,
+    intensity: float = 1.0,
 ) -> tuple[Float64Array, Float64Array]:
     """Mid and side matching FIRs; the target's spectra count at its matched level."""
     mid = matching_ratio(np.asarray(profile.mid_spectrum), levels.mid_spectrum * gain)
     side = matching_ratio(np.asarray(profile.side_spectrum), levels.side_spectrum * gain)
-    return design_fir(mid, rate), design_fir(side, rate)
+    return (
+        design_fir(mid, rate, intensity=intensity),
+        design_fir(side, rate, intensity=intensity),
+    )
 
 
 def convolve_stage(
@@ -286,3 +358,71 @@ def limit_stage(
     for start, stop, envelope in gain_envelope(hard_clip, frames, design_limiter(rate), block):
         write(start, stop, envelope)
     return True
+
+
+def limiter_stats(out: Float32Array, rate: int, block: int) -> SignalStats:
+    """What the true-peak limiter needs of the EQ'd mid/side in ``out``, in one pass:
+    its loudness, and per control group its K-weighted power and the true peak of the
+    left/right pair it makes."""
+    frames = out.shape[0]
+    group = control_group(rate)
+    block -= block % group
+    groups = -(-frames // group)
+    meter = LoudnessMeter(rate, channels=2, frames=frames, gains=MID_SIDE_GAINS)
+    weights = meter.gains.astype(np.float32)
+    powers = np.zeros(groups, dtype=np.float32)
+    peaks = TruePeakStream(2, group=group)
+    for start in range(0, frames, block):
+        part = out[start : start + block]
+        weighted = meter.push(part) @ weights
+        padded = np.zeros(-(-weighted.shape[0] // group) * group, dtype=np.float32)
+        padded[: weighted.shape[0]] = weighted
+        sums = padded.reshape(-1, group).sum(axis=1, dtype=np.float64)
+        powers[start // group : start // group + sums.shape[0]] = sums
+        pair = np.empty_like(part)
+        np.add(part[:, 0], part[:, 1], out=pair[:, 0])
+        np.subtract(part[:, 0], part[:, 1], out=pair[:, 1])
+        peaks.push(pair)
+    return SignalStats(
+        rate=rate,
+        frames=frames,
+        group=group,
+        peaks_db=to_db_array(peaks.finish()),
+        powers=powers,
+        loudness=meter.integrated(),
+    )
+
+
+@dataclass(frozen=True)
+class LimitedResult:
+    lufs: float | None
+    peak: float  # linear true peak
+
+
+def true_peak_stage(
+    out: Float32Array, plan: LimiterPlan, ceiling_dbtp: float, rate: int, block: int
+) -> LimitedResult:
+    """Mid/side in ``out`` -> left/right with make-up gain and limiter, in place; then
+    its loudness and true peak, measured. Should the measured true peak still be over
+    the ceiling (the limiter works on a prediction of it), the whole master is turned
+    down by the difference: the ceiling is a promise, the last hundredth of a dB of
+    loudness is not."""
+    frames = out.shape[0]
+    block -= block % plan.group
+    meter = LoudnessMeter(rate, channels=2, frames=frames)
+    for start in range(0, frames, block):
+        part = out[start : start + block]
+        left = part[:, 0] + part[:, 1]
+        right = part[:, 0] - part[:, 1]
+        apply_block(left, right, start, plan, part)
+        meter.push(part)
+    lufs = meter.integrated()
+    peak = true_peak(out, block=block)
+    ceiling = 10.0 ** ((ceiling_dbtp - METER_TOLERANCE_DB) / 20.0)
+    if peak > ceiling:
+        scale = 10.0 ** ((ceiling_dbtp - SAFETY_MARGIN_DB) / 20.0) / peak
+        for start in range(0, frames, block):
+            out[start : start + block] *= np.float32(scale)
+        peak = true_peak(out, block=block)
+        lufs = None if lufs is None else lufs + 20.0 * math.log10(scale)
+    return LimitedResult(lufs=lufs, peak=peak)

@@ -23,9 +23,9 @@ _LAST_PERCENT = 75
 def match_to_reference(
     target: DecodedAudio,
     profile: ReferenceProfile,
+    options: MasterOptions,
     *,
     on_stage: Callable[[Stage, int], None],
-    in_place: bool = False,
 ) -> MasterResult:
     """Master ``target`` against ``profile``; the result is at the target's rate."""
 
@@ -33,4 +33,4 @@ def match_to_reference(
         span = _LAST_PERCENT - _FIRST_PERCENT
         on_stage(Stage.MATCHING, _FIRST_PERCENT + round(span * fraction))
 
-    return master(target, profile, MasterOptions(in_place=in_place), on_progress=report)
+    return master(target, profile, options, on_progress=report)

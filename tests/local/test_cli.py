@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -17,8 +18,8 @@ import soundfile as sf
 
 from mastering.cli.main import main
 from mastering.devstack.processes import free_port
-from mastering.devstack.s3_worker import POLL_WAIT_S
 from mastering.devstack.stack import LocalStack, StackConfig
+from mastering.options import PLATFORM_LOUDNESS
 from tests.audio_factory import tone_mix, write_wav
 from tests.jobflow import declare, upload_file
 
@@ -26,6 +27,8 @@ RATE = 44_100
 STACK_KEY = "cli-test-key"
 # Bounds how long a broken stack can hold a test up (submit's default is 30 minutes).
 TIMEOUT = ["--timeout", "120"]
+# Guards against a hang, not timing checks.
+DEADLINE_S = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +72,27 @@ def test_help_of_every_command_exits_0(
         main([*command, "--help"])
     # Then it is shown and the exit status is 0
     assert exited.value.code == 0
-    assert capsys.readouterr().out.startswith(f"usage: mastering {' '.join(command)}".rstrip())
+    shown = capsys.readouterr().out
+    assert shown.startswith(f"usage: mastering {' '.join(command)}".rstrip())
+    # And it says what each exit status means
+    assert "exit status:" in shown
+    assert "2 " in shown.split("exit status:")[1]
+
+
+@pytest.mark.parametrize("command", ["master", "submit", "stdio"])
+def test_help_lists_the_mastering_options_and_the_platforms(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    options = ("--loudness", "--true-peak", "--intensity", "--limiter", "--preset")
+    if command == "stdio":
+        options = ('"loudness"', "true_peak_dbtp", "intensity", "limiter", '"preset"')
+    for option in options:
+        assert option in shown
+    for platform, lufs in PLATFORM_LOUDNESS.items():
+        assert f"{platform} ({lufs:g})" in shown
 
 
 def test_console_entry_point_runs() -> None:
@@ -125,11 +148,14 @@ def test_master_writes_the_result_and_prints_metrics(
 
 
 @pytest.mark.slow
-def test_master_with_a_preset_writes_the_format_of_the_extension(
+def test_master_with_a_preset_by_name_writes_the_format_of_the_extension(
     tracks: dict[str, Path], tmp_path: Path
 ) -> None:
+    # When a preset is given by its display name, in capitals, with mastering options
     output = tmp_path / "warm.flac"
-    assert main(["master", str(tracks["target"]), "--preset", "warm", "-o", str(output)]) == 0
+    args = ["--preset", "WARM", "--loudness", "spotify", "--intensity", "0.5"]
+    assert main(["master", str(tracks["target"]), *args, "-o", str(output)]) == 0
+    # Then the result is written in the format its name says
     assert sf.info(output).format == "FLAC"
 
 
@@ -139,8 +165,8 @@ def test_master_refuses_non_audio_with_its_error_code(
     # When the target is not audio
     output = tmp_path / "never.wav"
     status = main(["master", str(tracks["text"]), "--preset", "balanced", "-o", str(output)])
-    # Then it fails with the service's error code and message, and writes nothing
-    assert status == 1
+    # Then it fails as bad input, with the service's error code and message, and writes nothing
+    assert status == 2
     err = capsys.readouterr().err
     assert "invalid_audio" in err
     assert "Traceback" not in err
@@ -153,17 +179,90 @@ def test_master_refuses_non_audio_with_its_error_code(
         (["/nowhere/song.wav", "--preset", "warm", "-o", "x.wav"], "target not found"),
         (["{target}", "--preset", "warm", "-o", "x.ogg"], "cannot tell the format"),
         (["{target}", "--preset", "nope", "-o", "x.wav"], "no preset 'nope'"),
+        (
+            ["{target}", "--preset", "warm", "--format", "wav24", "-o", "x.mp3"],
+            "--format wav24 does not fit 'x.mp3': a wav24 file ends in .wav",
+        ),
+        (
+            ["{target}", "--preset", "warm", "--format", "mp3", "-o", "x.flac"],
+            "--format mp3 does not fit 'x.flac'",
+        ),
+        (
+            ["{target}", "--preset", "warm", "--format", "flac", "-o", "x.ogg"],
+            "--format flac does not fit 'x.ogg'",
+        ),
+        (["{target}", "--preset", "warm", "--loudness", "loud", "-o", "x.wav"], "--loudness:"),
+        (
+            ["{target}", "--preset", "warm", "--loudness", "-40", "-o", "x.wav"],
+            "--loudness: must be between -30 and -5 LUFS",
+        ),
+        (
+            ["{target}", "--preset", "warm", "--true-peak", "3", "-o", "x.wav"],
+            "--true-peak: must be between -9 and 0 dBTP",
+        ),
+        (
+            ["{target}", "--preset", "warm", "--intensity", "1.5", "-o", "x.wav"],
+            "--intensity: must be between 0 and 1",
+        ),
+        (
+            ["{target}", "--preset", "warm", "--limiter", "brickwall", "-o", "x.wav"],
+            "--limiter: must be one of true_peak, matchering",
+        ),
+        (
+            ["{target}", "--preset", "warm", "--limiter", "matchering", "--true-peak", "-1"],
+            "--true-peak: the matchering limiter sets its own loudness and ceiling",
+        ),
     ],
 )
 def test_master_usage_errors_exit_2(
     tracks: dict[str, Path],
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     args: list[str],
     message: str,
 ) -> None:
+    # When the command line asks for something impossible
+    if "-o" not in args:
+        args = [*args, "-o", "x.wav"]
+    args = [str(tmp_path / a) if a.startswith("x.") else a for a in args]
     status = main(["master", *(a.format(target=tracks["target"]) for a in args)])
+    # Then it is a usage error naming what is wrong, and nothing is written
     assert status == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["master", "submit"])
+def test_an_option_that_is_not_a_number_is_a_usage_error(
+    command: str, tracks: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([command, str(tracks["target"]), "--preset", "warm", "--true-peak", "low"])
+    assert exited.value.code == 2
+    assert "argument --true-peak: not a number: 'low'" in capsys.readouterr().err
+
+
+def test_submit_checks_the_options_before_calling_the_api(
+    tracks: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given no API at all
+    api = f"http://127.0.0.1:{free_port()}"
+    # When a job is submitted with a loudness the matchering limiter cannot take
+    args = ["--limiter", "matchering", "--loudness", "-14", "--api", api]
+    status = main(["submit", str(tracks["target"]), "--preset", "warm", *args])
+    # Then it is refused as bad usage before any call (not "cannot reach the API")
+    assert status == 2
+    assert "--loudness: the matchering limiter" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_bad_master_timeout_as_bad_usage(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MASTER_TIMEOUT_S", "soon")
+    assert main(["serve", "--api-port", str(free_port()), "--s3-port", str(free_port())]) == 2
+    assert "MASTER_TIMEOUT_S must be a whole number of seconds" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -223,7 +322,8 @@ def test_submit_reports_a_failed_job_with_its_code(
             *TIMEOUT,
         ]
     )
-    assert status == 1
+    # Then the job's failure on its input is reported as bad input
+    assert status == 2
     assert "failed: invalid_audio:" in capsys.readouterr().err
 
 
@@ -232,7 +332,7 @@ def test_submit_with_a_wrong_key_says_unauthorized(
     local_stack: LocalStack, tracks: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["submit", str(tracks["target"]), "--preset", "warm", "--api", local_stack.api_url]
-    assert main([*args, "--api-key", "wrong", *TIMEOUT]) == 1
+    assert main([*args, "--api-key", "wrong", *TIMEOUT]) == 2
     assert "unauthorized" in capsys.readouterr().err
 
 
@@ -246,10 +346,40 @@ def test_submit_to_nothing_says_the_api_is_unreachable(
 
 def wait_for_replacement(stack: LocalStack, dead: int) -> None:
     """Supervise, as serve does every second, until a new worker stands in for ``dead``."""
-    deadline = time.monotonic() + 60  # a guard against a hang, not a timing check
+    deadline = time.monotonic() + DEADLINE_S
     while not (stack.worker_pids and dead not in stack.worker_pids):
         assert time.monotonic() < deadline, "no worker replaced the dead one"
         stack.supervise()
+        time.sleep(0.1)
+
+
+def connections_closed_by_clients(port: int) -> int:
+    """Connections to ``port`` on this machine that the client has closed and the server
+    has not yet (TCP state CLOSE_WAIT), from the kernel's tables."""
+    count = 0
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        if not table.exists():
+            continue
+        for row in table.read_text().splitlines()[1:]:
+            fields = row.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "08":  # 08: CLOSE_WAIT
+                count += 1
+    return count
+
+
+def wait_for_orphaned_long_polls(stack: LocalStack) -> None:
+    """Until the emulator has ended every long poll whose worker was killed.
+
+    The emulator serves a receive until its wait ends, even for a client that is gone,
+    and would hand it the next message (hidden until its visibility timeout). The dead
+    client's socket stays in CLOSE_WAIT on the emulator's side until then.
+    """
+    port = urlsplit(stack.s3_url).port
+    assert port is not None
+    deadline = time.monotonic() + DEADLINE_S
+    while connections_closed_by_clients(port):
+        assert time.monotonic() < deadline, "a dead worker's long poll never ended"
         time.sleep(0.1)
 
 
@@ -262,9 +392,9 @@ def test_a_killed_worker_is_replaced_and_jobs_still_run(
     os.kill(old, signal.SIGKILL)
     # When the stack supervises its workers
     wait_for_replacement(local_stack, old)
-    # (and the dead worker's pending long poll has lapsed: the emulator would hand it
-    # the next message, which would only come back after its visibility timeout)
-    time.sleep(POLL_WAIT_S + 1)
+    # (and the dead worker's pending long poll has ended, or it would swallow the job's
+    # message until its visibility timeout)
+    wait_for_orphaned_long_polls(local_stack)
 
     # Then the new worker masters the next job
     args = ["submit", str(tracks["target"]), "--preset", "warm", "-o", str(tmp_path)]
@@ -290,7 +420,7 @@ def test_a_worker_dying_mid_job_fails_the_job_as_lambda_would(
     assert upload_file(created["uploads"]["target"], long_track).ok
 
     # When the worker is killed while it masters, as the kernel kills a sandbox out of memory
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + DEADLINE_S
     while api.get(job_url, timeout=10).json()["status"] != "processing":
         assert time.monotonic() < deadline, "the job never started"
         time.sleep(0.05)

@@ -160,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("the API key must not be empty", EXIT_USAGE)
     if webhook_url and not webhook_secret:
         raise CliError("--webhook-url needs --webhook-secret (or WEBHOOK_SECRET)", EXIT_USAGE)
+    # Before anything starts or a signal handler is replaced: a bad setting ends here.
+    master_timeout_s = _master_timeout()
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
@@ -188,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             work_dir=args.work_dir,
             allowed_origins=origins,
-            master_timeout_s=_master_timeout(),
+            master_timeout_s=master_timeout_s,
             webhook_url=webhook_url,
             webhook_secret=webhook_secret,
         )
@@ -219,7 +221,9 @@ def _master_timeout() -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise CliError(f"MASTER_TIMEOUT_S must be a whole number of seconds, not {raw!r}") from None
+        raise CliError(
+            f"MASTER_TIMEOUT_S must be a whole number of seconds, not {raw!r}", EXIT_USAGE
+        ) from None
     if value < 10:
         raise CliError("MASTER_TIMEOUT_S must be at least 10 seconds", EXIT_USAGE)
     return value

@@ -24,17 +24,26 @@ from mastering.cli.common import (
     FORMAT_CHOICES,
     CliError,
     HelpFormatter,
+    add_mastering_arguments,
     add_track_arguments,
+    chosen_preset,
     env_default,
+    exit_code_of,
     format_metrics,
+    format_warnings,
     input_file,
+    options_body,
     positive_float,
+    requested_options,
     result_name,
 )
 from mastering.cli.progress import ProgressBar
 from mastering.devstack import defaults
+from mastering.errors import ErrorCode, error_from_code
 from mastering.formats import INPUT_CONTENT_TYPES, INPUT_EXTENSIONS, OutputFormat
 from mastering.jobs.model import JobStatus
+from mastering.options import RequestedOptions
+from mastering.presets import Preset
 
 if TYPE_CHECKING:
     import requests
@@ -42,7 +51,9 @@ if TYPE_CHECKING:
 EXAMPLES = """\
 examples:
   mastering submit song.wav --preset balanced
+  mastering submit song.wav --preset Bright --loudness apple_music --true-peak -1.5
   mastering submit song.flac --reference ref.mp3 --format wav24 --format mp3 -o out/
+  mastering submit song.wav --reference ref.wav --intensity 0.5 --loudness -14
   mastering submit song.wav --preset loud --api https://abc.execute-api.us-east-1.amazonaws.com \\
       --api-key "$API_KEY"
 """
@@ -63,9 +74,10 @@ def register(commands: Any) -> None:
         "submit",
         help="master a file through the HTTP API (local stack or deployed)",
         description=(
-            "Create a job on the HTTP API, upload the files with their presigned POSTs, "
-            "follow its progress and download the results. Give a reference track or "
-            "a preset (GET /presets lists them)."
+            "Create a job on the HTTP API, upload the files with their presigned POSTs,\n"
+            "follow its progress and download the results. Give a reference track or a\n"
+            "preset (GET /presets lists them), and optionally the mastering options.\n"
+            "Prints each result's loudness and true peak, and the job's warnings."
         ),
         epilog=f"{EXAMPLES}\n{EXIT_CODES_HELP}",
         formatter_class=HelpFormatter,
@@ -98,6 +110,7 @@ def register(commands: Any) -> None:
         default=1800.0,
         help="seconds to wait for the job to finish",
     )
+    add_mastering_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -217,7 +230,9 @@ class ApiClient:
 
 class ApiError(CliError):
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
+        # A 4xx is the request refused (bad input, a wrong key), except "try again later".
+        refused = 400 <= status < 500 and status not in (408, 429)
+        super().__init__(message, EXIT_USAGE if refused else EXIT_FAILED)
         self.status = status
 
 
@@ -227,6 +242,25 @@ def _declare(path: Path) -> dict[str, Any]:
         "size": path.stat().st_size,
         "content_type": content_type_for(path),
     }
+
+
+def job_body(
+    target: Path,
+    reference: Path | None,
+    preset: Preset | None,
+    formats: list[OutputFormat],
+    requested: RequestedOptions,
+) -> dict[str, Any]:
+    """The POST /jobs body: the files as declared, the outputs, and the options given."""
+    body: dict[str, Any] = {"target": _declare(target), "outputs": [str(f) for f in formats]}
+    if reference is not None:
+        body["reference"] = _declare(reference)
+    elif preset is not None:
+        body["preset"] = preset.id
+    mastering = options_body(requested)
+    if mastering:
+        body["mastering"] = mastering
+    return body
 
 
 def _wait(client: ApiClient, job_id: str, timeout_s: float) -> dict[str, Any]:
@@ -268,7 +302,23 @@ def _is_terminal(status: str) -> bool:
         raise CliError(f"the API reported an unknown job status {status!r}") from None
 
 
+def _failed_job_exit_code(code: str, message: str) -> int:
+    """2 when the job failed on its input (bad audio, ...), 1 when the service failed."""
+    error = error_from_code(code, message)
+    # This command did the uploads: an upload the service never saw is not the input's fault.
+    if error.code in (ErrorCode.UPLOAD_MISSING, ErrorCode.UPLOAD_EXPIRED):
+        return EXIT_FAILED
+    return exit_code_of(error)
+
+
+def _job_warnings(job: dict[str, Any]) -> list[dict[str, Any]]:
+    warnings = job.get("warnings") or []
+    return [w for w in warnings if isinstance(w, dict)] if isinstance(warnings, list) else []
+
+
 def run(args: argparse.Namespace) -> int:
+    preset = chosen_preset(args)
+    requested = requested_options(args)
     target = input_file(args.target, "target")
     reference = input_file(args.reference, "reference") if args.reference else None
     formats = [OutputFormat(fmt) for fmt in dict.fromkeys(args.formats or ["wav16"])]
@@ -278,11 +328,7 @@ def run(args: argparse.Namespace) -> int:
     api_key = args.api_key or env_default(defaults.ENV_API_KEY, defaults.API_KEY)
     client = ApiClient(args.api, api_key, args.owner)
     try:
-        body: dict[str, Any] = {"target": _declare(target), "outputs": [str(f) for f in formats]}
-        if reference is not None:
-            body["reference"] = _declare(reference)
-        else:
-            body["preset"] = args.preset
+        body = job_body(target, reference, preset, formats, requested)
         created = client.create_job(body)
         job_id = str(created["job_id"])
         print(f"job {job_id} created at {client.base_url}", file=sys.stderr)
@@ -296,20 +342,22 @@ def run(args: argparse.Namespace) -> int:
         status = job.get("status")
         if status != str(JobStatus.SUCCEEDED):
             error = job.get("error") or {}
-            code = error.get("code", status)
-            print(
-                f"job {job_id} {status}: {code}: {error.get('message', 'no reason given')}",
-                file=sys.stderr,
-            )
-            return EXIT_FAILED
+            code = str(error.get("code", status))
+            message = str(error.get("message", "no reason given"))
+            print(f"job {job_id} {status}: {code}: {message}", file=sys.stderr)
+            return _failed_job_exit_code(code, message)
+        results = job.get("results") or {}
         for fmt in formats:
-            result = (job.get("results") or {}).get(str(fmt))
+            result = results.get(str(fmt))
             if not result:
                 raise CliError(f"job {job_id} succeeded but has no {fmt} result")
             dest = args.output_dir / result_name(target, fmt)
             client.download(result["url"], dest)
             print(f"{fmt:6} {dest}")
-        print(format_metrics(job.get("metrics") or {}))
+        per_file = {str(fmt): results[str(fmt)] for fmt in formats}
+        print(format_metrics(job.get("metrics") or {}, files=per_file))
+        for line in format_warnings("submit", _job_warnings(job)):
+            print(line, file=sys.stderr)
         return EXIT_OK
     finally:
         client.close()

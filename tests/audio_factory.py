@@ -129,3 +129,66 @@ def best_correlation(
     lags = np.concatenate([xcorr[: max_lag + 1], xcorr[-max_lag:]])
     norm = float(np.sqrt(np.dot(x, x) * np.dot(y, y))) or 1.0
     return float(np.max(lags) / norm)
+
+
+# Kinds of material a mastering service meets, for tests that must hold on all of them.
+MATERIALS = ("dense_loud", "quiet_dynamic", "bass_heavy", "speech")
+
+
+def material(kind: str, seconds: float, rate: int, seed: int = 0) -> Samples:
+    """(frames, 2) float32 of one kind in ``MATERIALS``:
+
+    - ``dense_loud``: an electronic mix soft-clipped to a small crest factor, near full scale;
+    - ``quiet_dynamic``: an acoustic piece swelling from -35 dB to -12 dBFS peaks;
+    - ``bass_heavy``: a mix under a dominant 45 Hz sub bass and kick;
+    - ``speech``: a near-mono voice (formant-filtered pulses, syllables and pauses).
+    """
+    from bench.signals import song
+
+    frames = round(seconds * rate)
+    t = np.arange(frames) / rate
+    if kind == "dense_loud":
+        mix = song("electronic", seed, rate, seconds).astype(np.float64)
+        out = np.tanh(3.0 * mix / np.max(np.abs(mix))) * 0.98
+    elif kind == "quiet_dynamic":
+        mix = song("acoustic", seed, rate, seconds).astype(np.float64)
+        swell = 10.0 ** (np.linspace(-35.0, 0.0, frames) / 20.0)
+        out = mix * swell[:, None]
+        out *= 10.0 ** (-12.0 / 20.0) / np.max(np.abs(out))
+    elif kind == "bass_heavy":
+        mix = song("rock", seed, rate, seconds).astype(np.float64) * 0.3
+        kick = np.exp(-np.mod(t, 0.5) / 0.12)
+        sub = np.sin(2 * np.pi * 45.0 * t) * (0.5 + 0.5 * kick)
+        out = mix + 0.9 * sub[:, None]
+        out *= 10.0 ** (-3.0 / 20.0) / np.max(np.abs(out))
+    elif kind == "speech":
+        out = _speech(t, rate, seed)
+    else:
+        raise ValueError(f"unknown material {kind!r}")
+    return out.astype(np.float32)
+
+
+def _speech(t: npt.NDArray[np.float64], rate: int, seed: int) -> npt.NDArray[np.float64]:
+    rng = np.random.default_rng(seed)
+    # A voice: a glottal pulse train around 120 Hz with a little jitter...
+    pitch = 120.0 * (1.0 + 0.08 * np.sin(2 * np.pi * 0.7 * t)) * (1 + rng.normal(0, 0.003, t.size))
+    phase = np.cumsum(pitch / rate)
+    pulses = np.diff(np.floor(phase), prepend=0.0)
+    voice = lfilter([1.0], [1.0, -0.97], pulses)
+    # ...through three vowel formants that move from syllable to syllable...
+    syllable = np.floor(t * 4.0).astype(int)
+    formants = rng.uniform([300, 900, 2200], [800, 1800, 3000], size=(syllable.max() + 1, 3))
+    shaped = np.zeros_like(voice)
+    for index in range(formants.shape[0]):
+        part = syllable == index
+        for centre in formants[index]:
+            b, a = butter(
+                2, [centre * 0.9 / (rate / 2), min(centre * 1.1 / (rate / 2), 0.99)], "band"
+            )
+            shaped[part] += lfilter(b, a, voice)[part]
+    # ...spoken in syllables with pauses between phrases, some breath noise, near mono.
+    envelope = np.sin(np.pi * np.mod(t * 4.0, 1.0)) ** 2 * (np.mod(t, 3.0) < 2.4)
+    mono = shaped * envelope + 0.003 * rng.standard_normal(t.size) * envelope
+    mono *= 10.0 ** (-6.0 / 20.0) / np.max(np.abs(mono))
+    side = 0.01 * rng.standard_normal(t.size) * envelope * np.max(np.abs(mono))
+    return np.stack([mono + side, mono - side], axis=1)

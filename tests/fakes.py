@@ -17,6 +17,7 @@ from mastering.jobs.model import (
     Stage,
     can_transition,
 )
+from mastering.options import MasteringOptions
 from mastering.storage.objects import ObjectInfo, PresignedPost
 
 
@@ -61,6 +62,8 @@ class InMemoryJobStore:
         results: dict[OutputFormat, ResultObject] | None = None,
         metrics: dict[str, float | None] | None = None,
         attempt_id: str | None = None,
+        mastering: MasteringOptions | None = None,
+        warnings: tuple[dict[str, str], ...] | None = None,
     ) -> Job | None:
         if not can_transition(expected, new):
             raise ValueError(f"no transition from {expected} to {new}")
@@ -79,6 +82,8 @@ class InMemoryJobStore:
             ("results", results),
             ("metrics", metrics),
             ("attempt_id", attempt_id),
+            ("mastering", mastering),
+            ("warnings", warnings),
         ):
             if value is not None:
                 changes[name] = value

@@ -19,6 +19,7 @@ from mastering import ENGINE, SERVICE_NAME, __version__
 from mastering.config import load_settings
 from mastering.errors import InvalidRequest, MasteringError
 from mastering.jobs.store import DynamoJobStore
+from mastering.options import loudness_targets
 from mastering.presets import PRESETS
 from mastering.service.auth import check_api_key, expected_api_key
 from mastering.service.jobs import ApiPorts, create_job, get_job
@@ -91,7 +92,13 @@ def get_job_route(job_id: str) -> Response[dict[str, Any]]:
 @app.get("/presets")
 def get_presets() -> Response[dict[str, Any]]:
     _authorised_owner()
-    return _json(200, {"presets": [preset.to_public() for preset in PRESETS.values()]})
+    return _json(
+        200,
+        {
+            "presets": [preset.to_public() for preset in PRESETS.values()],
+            "loudness_targets": loudness_targets(),
+        },
+    )
 
 
 @app.get("/health")

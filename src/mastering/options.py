@@ -40,6 +40,16 @@ PLATFORM_LOUDNESS: Final[dict[str, float]] = {
     "podcast": -16.0,
     "ebu_r128": -23.0,
 }
+PLATFORM_NAMES: Final[dict[str, str]] = {
+    "spotify": "Spotify",
+    "apple_music": "Apple Music",
+    "youtube": "YouTube",
+    "tidal": "TIDAL",
+    "amazon_music": "Amazon Music",
+    "deezer": "Deezer",
+    "podcast": "Podcasts (Apple Podcasts)",
+    "ebu_r128": "Broadcast (EBU R128)",
+}
 LOUDNESS_FROM_REFERENCE: Final = "reference"
 MIN_LOUDNESS_LUFS: Final = -30.0
 MAX_LOUDNESS_LUFS: Final = -5.0
@@ -48,6 +58,14 @@ MAX_TRUE_PEAK_DBTP: Final = 0.0
 DEFAULT_TRUE_PEAK_DBTP: Final = -1.0
 DEFAULT_INTENSITY: Final = 1.0
 MASTERING_FIELDS: Final = ("loudness", "true_peak_dbtp", "intensity", "limiter")
+
+
+def loudness_targets() -> list[dict[str, Any]]:
+    """The platform ids a client may give as ``loudness``, as GET /presets lists them."""
+    return [
+        {"id": key, "name": PLATFORM_NAMES[key], "loudness_lufs": lufs}
+        for key, lufs in PLATFORM_LOUDNESS.items()
+    ]
 
 
 @dataclass(frozen=True)

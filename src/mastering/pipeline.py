@@ -21,7 +21,7 @@ from mastering.errors import IdenticalInputs, JobWarning, UnknownPreset, Warning
 from mastering.formats import OutputFormat
 from mastering.jobs.model import Stage
 from mastering.options import DEFAULT_TRUE_PEAK_DBTP, Limiter, MasteringOptions
-from mastering.presets import get_preset
+from mastering.presets import find_preset
 
 if TYPE_CHECKING:
     from mastering.audio.decode import DecodedAudio
@@ -119,7 +119,7 @@ def _reference_profile(request: MasteringRequest) -> ReferenceProfile:
             max_duration_s=request.max_duration_s,
             ffmpeg_path=request.ffmpeg_path,
         )
-    preset = get_preset(request.preset_id or "")
+    preset = find_preset(request.preset_id or "")
     if preset is None:
         raise UnknownPreset(f"There is no preset '{request.preset_id}'")
     return preset_profile(preset)

@@ -380,7 +380,3 @@ _BY_KEY: dict[str, Preset] = {
 def find_preset(id_or_name: str) -> Preset | None:
     """The preset with this id or display name, in any case; None if there is none."""
     return _BY_KEY.get(_lookup_key(id_or_name))
-
-
-def get_preset(preset_id: str) -> Preset | None:
-    return find_preset(preset_id)

@@ -68,3 +68,43 @@ def test_16_bit_wav_output_has_libsndfiles_bytes(tmp_path: Path) -> None:
     theirs = encode(samples, 48_000, OutputFormat.WAV16, tmp_path / "theirs" / "x.wav")
     # Then the files are byte for byte the same
     assert ours[OutputFormat.WAV16].path.read_bytes() == theirs.read_bytes()
+
+
+def _third_harmonic_over_floor_db(samples: np.ndarray, rate: int, freq: float) -> float:
+    """How far the 3rd harmonic stands above the noise floor around it, in dB."""
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.shape[0]))) ** 2
+    bins = np.fft.rfftfreq(samples.shape[0], 1.0 / rate)
+    harmonic = spectrum[np.abs(bins - 3 * freq) < 1.0].max()
+    around = spectrum[(np.abs(bins - 3 * freq) > 50.0) & (np.abs(bins - 3 * freq) < 400.0)]
+    return float(10.0 * np.log10(harmonic / np.median(around)))
+
+
+def test_16_bit_output_is_dithered_so_quiet_passages_keep_no_distortion(tmp_path: Path) -> None:
+    # Given a very quiet tone (-80 dBFS: a few 16-bit steps tall), as in a fade-out
+    rate, freq = 48_000, 1_000.0
+    t = np.arange(4 * rate) / rate
+    tone = (10 ** (-80 / 20) * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    samples = np.stack([tone, tone], axis=1)
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "dithered").mkdir()
+    # When it is written to 16-bit WAV without and with dither
+    plain = write_outputs(
+        samples, rate, (OutputFormat.WAV16,), tmp_path / "plain", master=UNMEASURED
+    )[OutputFormat.WAV16].path
+    dithered = write_outputs(
+        samples,
+        rate,
+        (OutputFormat.WAV16,),
+        tmp_path / "dithered",
+        master=UNMEASURED,
+        dither=True,
+    )[OutputFormat.WAV16].path
+    plain_out, _ = sf.read(plain, dtype="float64")
+    dithered_out, _ = sf.read(dithered, dtype="float64")
+    # Then plain rounding turns the tone into a distorted one (harmonics stand out)...
+    assert _third_harmonic_over_floor_db(plain_out[:, 0], rate, freq) > 40.0
+    # ...while TPDF dither leaves an undistorted tone in a little steady noise
+    assert _third_harmonic_over_floor_db(dithered_out[:, 0], rate, freq) < 15.0
+    error_lsb = (dithered_out - samples) * 32768.0
+    assert 0.4 < float(np.sqrt(np.mean(error_lsb**2))) < 0.6
+    assert abs(float(np.corrcoef(error_lsb[:, 0], samples[:, 0])[0, 1])) < 0.02

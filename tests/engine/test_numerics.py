@@ -8,7 +8,7 @@ import pyloudnorm
 import pytest
 from pyloudnorm.iirfilter import IIRfilter
 from scipy.interpolate import interp1d
-from scipy.signal import butter, firwin, lfilter, lfilter_zi, sosfilt
+from scipy.signal import butter, lfilter, lfilter_zi, sosfilt
 from scipy.signal.windows import hann as scipy_hann
 
 from mastering.engine import iir

@@ -177,12 +177,136 @@ def test_health_is_open_and_names_the_engine(api: ApiClient) -> None:
     assert response.body["version"]
 
 
-def test_presets_list_ids_names_and_descriptions(api: ApiClient) -> None:
+OLDER_API_PRESETS = [
+    "Flat",
+    "Bass Boost",
+    "Treble Boost",
+    "V-Shape",
+    "Vocal",
+    "Rock",
+    "Jazz",
+    "Classical",
+    "Electronic",
+    "Hip-Hop",
+    "Podcast",
+    "Live",
+]
+
+
+def test_presets_list_their_loudness_ceiling_and_the_platform_targets(api: ApiClient) -> None:
+    # When the presets are listed
     response = api.call("GET", "/presets")
+    # Then each says what it is and what it aims for
     assert response.status == 200
     presets = response.body["presets"]
     assert {p["id"] for p in presets} >= {"balanced", "warm", "bright", "loud", "gentle"}
-    assert all(set(p) == {"id", "name", "description"} and p["name"] for p in presets)
+    assert {p["name"] for p in presets} >= set(OLDER_API_PRESETS)
+    for preset in presets:
+        assert set(preset) == {"id", "name", "description", "loudness_lufs", "true_peak_dbtp"}
+        assert preset["name"]
+        assert preset["description"]
+        assert -30.0 <= preset["loudness_lufs"] <= -5.0
+        assert -9.0 <= preset["true_peak_dbtp"] <= 0.0
+    # And the platform ids a client may give as loudness, with their LUFS
+    targets = {t["id"]: t["loudness_lufs"] for t in response.body["loudness_targets"]}
+    assert targets == {
+        "spotify": -14.0,
+        "apple_music": -16.0,
+        "youtube": -14.0,
+        "tidal": -14.0,
+        "amazon_music": -14.0,
+        "deezer": -15.0,
+        "podcast": -16.0,
+        "ebu_r128": -23.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "preset_id"),
+    [
+        *[(name, name.lower().replace(" ", "-")) for name in OLDER_API_PRESETS],
+        ("BALANCED", "balanced"),
+        ("hip hop", "hip-hop"),
+        ("bass_boost", "bass-boost"),
+    ],
+)
+def test_a_preset_is_found_by_its_display_name_in_any_case(
+    api: ApiClient, name: str, preset_id: str
+) -> None:
+    # Given the older API's names as Spectrum's UI sends them
+    # When a job is created with one
+    created = api.call("POST", "/jobs", body={"target": WAV, "preset": name})
+    # Then it is accepted, and it aims for that preset's own loudness and ceiling
+    assert created.status == 201, created.body
+    job = api.call("GET", f"/jobs/{created.body['job_id']}").body
+    listed = {p["id"]: p for p in api.call("GET", "/presets").body["presets"]}
+    assert job["mastering"]["loudness_lufs"] == listed[preset_id]["loudness_lufs"]
+    assert job["mastering"]["true_peak_dbtp"] == listed[preset_id]["true_peak_dbtp"]
+
+
+def test_the_job_echoes_the_options_it_resolved(api: ApiClient) -> None:
+    # Given options asked by name and defaults left out
+    spotify = api.call(
+        "POST",
+        "/jobs",
+        body={"target": WAV, "reference": FLAC, "mastering": {"loudness": "Spotify"}},
+    )
+    defaults = api.call("POST", "/jobs", body={"target": WAV, "reference": FLAC})
+    fidelity = api.call(
+        "POST",
+        "/jobs",
+        body={"target": WAV, "reference": FLAC, "mastering": {"limiter": "matchering"}},
+    )
+    # When the jobs are read
+    read = {
+        name: api.call("GET", f"/jobs/{created.body['job_id']}").body["mastering"]
+        for name, created in (("spotify", spotify), ("defaults", defaults), ("fidelity", fidelity))
+    }
+    # Then the platform is its number, the defaults are DESIGN's, and a reference's own
+    # loudness is only known once it is measured
+    assert read["spotify"] == {
+        "loudness": "spotify",
+        "loudness_lufs": -14.0,
+        "true_peak_dbtp": -1.0,
+        "intensity": 1.0,
+        "limiter": "true_peak",
+    }
+    assert read["defaults"]["loudness"] == "reference"
+    assert read["defaults"]["loudness_lufs"] is None
+    assert read["defaults"]["true_peak_dbtp"] == -1.0
+    assert read["fidelity"]["limiter"] == "matchering"
+    assert read["fidelity"]["true_peak_dbtp"] is None
+
+
+@pytest.mark.parametrize(
+    ("mastering", "field"),
+    [
+        ({"loudness": -31}, "mastering.loudness"),
+        ({"loudness": -4.9}, "mastering.loudness"),
+        ({"loudness": "tiktok"}, "mastering.loudness"),
+        ({"loudness": True}, "mastering.loudness"),
+        ({"true_peak_dbtp": 0.5}, "mastering.true_peak_dbtp"),
+        ({"true_peak_dbtp": -9.5}, "mastering.true_peak_dbtp"),
+        ({"true_peak_dbtp": "loud"}, "mastering.true_peak_dbtp"),
+        ({"intensity": 1.5}, "mastering.intensity"),
+        ({"intensity": -0.1}, "mastering.intensity"),
+        ({"limiter": "brickwall"}, "mastering.limiter"),
+        ({"limiter": "matchering", "loudness": -14}, "mastering.loudness"),
+        ({"limiter": "matchering", "true_peak_dbtp": -1}, "mastering.true_peak_dbtp"),
+        ({"target_lufs": -14}, "mastering.target_lufs"),
+    ],
+)
+def test_bad_mastering_options_are_refused_naming_the_field(
+    api: ApiClient, mastering: dict[str, Any], field: str
+) -> None:
+    # When a job asks for an option out of range or unknown
+    response = api.call(
+        "POST", "/jobs", body={"target": WAV, "preset": "balanced", "mastering": mastering}
+    )
+    # Then it is a 400 that says which field
+    assert response.status == 400
+    assert response.body["error"]["code"] == "invalid_request"
+    assert response.body["error"]["message"].startswith(f"{field}:")
 
 
 def test_unknown_route_is_a_json_404(api: ApiClient) -> None:

@@ -17,6 +17,7 @@ import soundfile as sf
 from tests.audio_factory import tone_mix, write_wav
 from tests.conftest import ApiClient, Stack, s3_event_for
 from tests.jobflow import create_and_upload, deliver
+from tests.oracles import ffmpeg_meter
 
 RATE = 44_100
 
@@ -87,10 +88,18 @@ def test_job_is_mastered_end_to_end(
     assert mastered.shape[0] == target.shape[0]  # same duration, to the sample
     peak = float(np.max(np.abs(mastered)))
     assert 0.01 < peak < 1.0  # not silent, never clipping
-    before, wanted, after = _lufs(target, RATE), _lufs(reference, RATE), _lufs(mastered, RATE)
-    assert abs(after - wanted) < abs(before - wanted) / 2  # moved most of the way
+    # And by default it lands at the reference's loudness, under -1 dBTP
+    wanted, after = _lufs(reference, RATE), _lufs(mastered, RATE)
+    assert job["mastering"]["loudness"] == "reference"
+    assert job["mastering"]["loudness_lufs"] == pytest.approx(wanted, abs=0.05)
+    assert after == pytest.approx(wanted, abs=0.5)
     assert metrics["result_lufs"] == pytest.approx(after, abs=0.2)
-    assert metrics["result_true_peak_dbtp"] < 0.0
+    assert metrics["result_true_peak_dbtp"] <= -1.0
+    assert job["warnings"] == []
+    # And every result says its own loudness and true peak, the MP3's measured decoded
+    for fmt, result in job["results"].items():
+        assert result["lufs"] == pytest.approx(after, abs=0.5), fmt
+        assert result["true_peak_dbtp"] <= -1.0, fmt
 
     # And the 24-bit WAV is really 24-bit
     wav24 = requests.get(job["results"]["wav24"]["url"], timeout=30).content
@@ -134,6 +143,40 @@ def test_each_event_delivered_twice_in_either_order_runs_the_job_once(
     # Then the job ran exactly once and succeeded
     assert len(runs) == 1
     assert api.call("GET", f"/jobs/{job_id}").body["status"] == "succeeded"
+
+
+def test_options_are_applied_and_echoed(
+    api: ApiClient, invoke_master: Callable[..., Any], quiet_target: Path, tmp_path: Path
+) -> None:
+    # Given a job for Apple Music's loudness under a -2 dBTP ceiling, by preset name
+    job_id, sizes = create_and_upload(
+        api,
+        quiet_target,
+        None,
+        preset="Hip-Hop",
+        outputs=["wav24", "mp3"],
+        mastering={"loudness": "apple_music", "true_peak_dbtp": -2.0, "intensity": 0.5},
+    )
+    # When the target lands
+    deliver(invoke_master, job_id, "target", sizes["target"])
+    # Then the job says what it resolved and applied
+    job = api.call("GET", f"/jobs/{job_id}").body
+    assert job["status"] == "succeeded", job["error"]
+    assert job["mastering"] == {
+        "loudness": "apple_music",
+        "loudness_lufs": -16.0,
+        "true_peak_dbtp": -2.0,
+        "intensity": 0.5,
+        "limiter": "true_peak",
+    }
+    # And each downloaded file measures so with ffmpeg's meter
+    for fmt, result in job["results"].items():
+        path = tmp_path / f"result.{'mp3' if fmt == 'mp3' else 'wav'}"
+        path.write_bytes(requests.get(result["url"], timeout=30).content)
+        reading = ffmpeg_meter(path)
+        assert reading.true_peak_dbtp <= -2.0, fmt
+        assert reading.lufs == pytest.approx(-16.0, abs=0.5), fmt
+        assert result["lufs"] == pytest.approx(reading.lufs, abs=0.1), fmt
 
 
 def test_preset_job_needs_only_the_target(

@@ -93,7 +93,13 @@ def test_health_and_presets_answer_under_the_runtime(presign: Runtime) -> None:
     assert status == 200
     ids = [preset["id"] for preset in presets["presets"]]
     assert "balanced" in ids
-    assert all(set(preset) == {"id", "name", "description"} for preset in presets["presets"])
+    assert all(
+        set(preset) == {"id", "name", "description", "loudness_lufs", "true_peak_dbtp"}
+        for preset in presets["presets"]
+    )
+    assert {"id": "spotify", "name": "Spotify", "loudness_lufs": -14.0} in presets[
+        "loudness_targets"
+    ]
     status, refused = http(presign, api_event("api-get-presets.json", api_key="wrong-key"))
     assert status == 401
     assert refused["error"]["code"] == "unauthorized"

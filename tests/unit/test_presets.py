@@ -17,7 +17,7 @@ from mastering.options import (
     MIN_TRUE_PEAK_DBTP,
     PresetDefaults,
 )
-from mastering.presets import NEUTRAL, PRESETS, Preset, Shape, find_preset, get_preset
+from mastering.presets import NEUTRAL, PRESETS, Preset, Shape, find_preset
 from tests.conftest import REPO
 
 # The older API's presets, by display name (DESIGN.md, "Presets").
@@ -76,10 +76,9 @@ def test_the_catalogue_has_the_older_names_and_todays_presets_flat_first() -> No
 def test_a_preset_is_found_by_id_or_display_name_in_any_case(asked: str, expected: str) -> None:
     # When a client names a preset by its id or its display name, in any case
     found = find_preset(asked)
-    # Then it is that preset, and get_preset agrees
+    # Then it is that preset
     assert found is not None
     assert found.id == expected
-    assert get_preset(asked) is found
 
 
 @pytest.mark.parametrize(
@@ -89,7 +88,6 @@ def test_an_unknown_name_finds_no_preset(asked: str) -> None:
     # When a client names no preset of the catalogue
     # Then there is none (the API answers 400 unknown_preset)
     assert find_preset(asked) is None
-    assert get_preset(asked) is None
 
 
 @pytest.mark.parametrize("preset", PRESETS.values(), ids=list(PRESETS))

@@ -47,7 +47,7 @@ from mastering.engine.true_peak import METER_TOLERANCE_DB, ROW, group_true_peaks
 # A limiter that must take more than this much loudness away (the loudness of the
 # gain alone minus the loudness after limiting), or pull a peak down by more than
 # MAX_REDUCTION_DB, audibly squashes the track: the target loudness is then given up.
-MAX_LOUDNESS_LOSS_LU = 3.0
+MAX_LOUDNESS_LOSS_LU = 5.0
 MAX_REDUCTION_DB = 12.0
 # The limiter aims this far under the ceiling: other meters' tolerance (see
 # ``true_peak.METER_TOLERANCE_DB``), and a few hundredths of a dB that the gain's own
@@ -405,17 +405,21 @@ def plan_for_loudness(
         best = _solve(evaluate, miss, low, high) if miss(high) > 0.0 else high
     if acceptable(best) and abs(miss(best)) <= 2 * LOUDNESS_TOLERANCE_LU:
         return _plan(stats, best, internal, reached=True)
-    # Too loud for this track under this ceiling: the loudest acceptable gain.
-    lower, upper = low, best
-    if acceptable(lower):
-        for _ in range(_MAX_SEARCH_STEPS):
-            if upper.gain_db - lower.gain_db < 0.01:
-                break
-            middle = evaluate((lower.gain_db + upper.gain_db) / 2.0)
-            if acceptable(middle):
-                lower = middle
-            else:
-                upper = middle
+    # Too loud for this track under this ceiling: the loudest acceptable gain, between
+    # one that needs no limiting at all and the first unacceptable one.
+    if acceptable(low):
+        lower, upper = low, best
+    else:
+        lower = evaluate(internal - float(stats.peaks_db.max(initial=internal)))
+        upper = low
+    for _ in range(_MAX_SEARCH_STEPS):
+        if upper.gain_db - lower.gain_db < 0.01:
+            break
+        middle = evaluate((lower.gain_db + upper.gain_db) / 2.0)
+        if acceptable(middle):
+            lower = middle
+        else:
+            upper = middle
     return _plan(stats, lower, internal, reached=False)
 
 

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from mastering.formats import InputKind, OutputFormat
+from mastering.options import MasteringOptions
 
 
 class JobStatus(StrEnum):
@@ -110,6 +111,28 @@ class DeclaredInput:
 class ResultObject:
     key: str
     size: int
+    # The file as its listener hears it (an MP3 measured decoded); None before this
+    # was recorded, or when undefined.
+    lufs: float | None = None
+    true_peak_dbtp: float | None = None
+
+    def to_item(self) -> dict[str, Any]:
+        item: dict[str, Any] = {"key": self.key, "size": self.size}
+        for name in ("lufs", "true_peak_dbtp"):
+            value = getattr(self, name)
+            if value is not None:
+                item[name] = to_dynamo(value)
+        return item
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> ResultObject:
+        lufs, peak = item.get("lufs"), item.get("true_peak_dbtp")
+        return cls(
+            key=str(item["key"]),
+            size=int(item["size"]),
+            lufs=None if lufs is None else float(lufs),
+            true_peak_dbtp=None if peak is None else float(peak),
+        )
 
 
 @dataclass(frozen=True)
@@ -133,6 +156,11 @@ class Job:
     attempt_id: str | None = None
     # How the job-ended webhook went (state, attempts, status_code); internal.
     webhook: dict[str, Any] | None = None
+    # The options resolved at creation; loudness_lufs is filled in when a reference
+    # job's reference has been measured.
+    mastering: MasteringOptions = field(default_factory=MasteringOptions)
+    # What a succeeded job did not fully achieve: [{code, message}].
+    warnings: tuple[dict[str, str], ...] = ()
 
     @property
     def required_roles(self) -> frozenset[InputRole]:
@@ -155,6 +183,7 @@ class Job:
             "stage": str(self.stage),
             "percent": self.percent,
             "deadline_at": self.deadline_at,
+            "mastering": to_dynamo(self.mastering.to_public()),
             "ttl": ttl,
         }
         if self.preset is not None:
@@ -183,13 +212,17 @@ class Job:
             percent=int(item.get("percent", 0)),
             error=dict(item["error"]) if item.get("error") else None,
             results={
-                OutputFormat(fmt): ResultObject(key=str(obj["key"]), size=int(obj["size"]))
-                for fmt, obj in raw_results.items()
+                OutputFormat(fmt): ResultObject.from_item(obj) for fmt, obj in raw_results.items()
             },
             metrics=from_dynamo(metrics) if metrics else None,
             deadline_at=int(item.get("deadline_at", 0)),
             attempt_id=item.get("attempt_id"),
             webhook=from_dynamo(item["webhook"]) if item.get("webhook") else None,
+            mastering=MasteringOptions.from_public(from_dynamo(item.get("mastering") or {})),
+            warnings=tuple(
+                {"code": str(w["code"]), "message": str(w["message"])}
+                for w in item.get("warnings") or ()
+            ),
         )
 
 

@@ -22,6 +22,7 @@ from mastering.jobs.model import (
     can_transition,
     to_dynamo,
 )
+from mastering.options import MasteringOptions
 from mastering.storage import aws
 
 STATUS_DEADLINE_INDEX = "status-deadline-index"
@@ -49,6 +50,8 @@ class JobStore(Protocol):
         results: dict[OutputFormat, ResultObject] | None = None,
         metrics: dict[str, float | None] | None = None,
         attempt_id: str | None = None,
+        mastering: MasteringOptions | None = None,
+        warnings: tuple[dict[str, str], ...] | None = None,
     ) -> Job | None: ...
 
     def set_progress(
@@ -123,6 +126,8 @@ class DynamoJobStore:
         results: dict[OutputFormat, ResultObject] | None = None,
         metrics: dict[str, float | None] | None = None,
         attempt_id: str | None = None,
+        mastering: MasteringOptions | None = None,
+        warnings: tuple[dict[str, str], ...] | None = None,
     ) -> Job | None:
         """Move the job from ``expected`` to ``new``; None if it was not in ``expected``."""
         if not can_transition(expected, new):
@@ -139,13 +144,15 @@ class DynamoJobStore:
         if error is not None:
             assignments["error"] = error
         if results is not None:
-            assignments["results"] = {
-                str(fmt): {"key": obj.key, "size": obj.size} for fmt, obj in results.items()
-            }
+            assignments["results"] = {str(fmt): obj.to_item() for fmt, obj in results.items()}
         if metrics is not None:
             assignments["metrics"] = to_dynamo(metrics)
         if attempt_id is not None:
             assignments["attempt_id"] = attempt_id
+        if mastering is not None:
+            assignments["mastering"] = to_dynamo(mastering.to_public())
+        if warnings is not None:
+            assignments["warnings"] = [dict(warning) for warning in warnings]
         names = {"#status": "status", "#ttl": "ttl"}
         values: dict[str, Any] = {":expected": str(expected)}
         parts = []

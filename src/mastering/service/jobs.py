@@ -28,7 +28,8 @@ from mastering.jobs.model import (
     utc_now,
 )
 from mastering.jobs.store import JobStore
-from mastering.presets import get_preset
+from mastering.options import resolve_options
+from mastering.presets import find_preset
 from mastering.storage.keys import is_job_id, upload_key
 from mastering.storage.objects import ObjectStorage
 
@@ -79,8 +80,14 @@ def create_job(request: CreateJobRequest, *, owner: str, ports: ApiPorts) -> dic
         inputs[InputRole.REFERENCE] = _declared_input(
             InputRole.REFERENCE, request.reference, settings
         )
-    if request.preset is not None and get_preset(request.preset) is None:
-        raise UnknownPreset(f"There is no preset '{request.preset}'; GET /presets lists them")
+    preset = None
+    if request.preset is not None:
+        preset = find_preset(request.preset)
+        if preset is None:
+            raise UnknownPreset(f"There is no preset '{request.preset}'; GET /presets lists them")
+    mastering = resolve_options(
+        request.mastering.requested(), preset.defaults() if preset is not None else None
+    )
 
     now = ports.clock()
     job = Job(
@@ -91,8 +98,10 @@ def create_job(request: CreateJobRequest, *, owner: str, ports: ApiPorts) -> dic
         updated_at=iso(now),
         inputs=inputs,
         outputs=tuple(request.outputs),
-        preset=request.preset,
+        # The canonical id: "Rock" and "rock" are one preset (and one cached profile).
+        preset=preset.id if preset is not None else None,
         metadata=request.metadata,
+        mastering=mastering,
         stage=Stage.AWAITING_UPLOAD,
         deadline_at=int((now + timedelta(seconds=settings.upload_window_s)).timestamp()),
     )
@@ -179,6 +188,8 @@ def job_view(
                 ),
                 "expires_at": iso(expires_at),
                 "size": obj.size,
+                "lufs": obj.lufs,
+                "true_peak_dbtp": obj.true_peak_dbtp,
             }
     return {
         "job_id": job.job_id,
@@ -190,6 +201,8 @@ def job_view(
         "results": results,
         "metrics": job.metrics,
         "metadata": job.metadata,
+        "mastering": job.mastering.to_public(),
+        "warnings": [dict(warning) for warning in job.warnings],
     }
 
 

@@ -232,6 +232,7 @@ def run_job(job: Job, *, remaining_s: Callable[[], float], ports: WorkerPorts) -
             ),
             reference_profile=cached_profile,
             preset_id=processing.preset,
+            options=processing.mastering,
             outputs=processing.outputs,
             work_dir=work,
             min_duration_s=settings.min_duration_s,
@@ -259,7 +260,13 @@ def run_job(job: Job, *, remaining_s: Callable[[], float], ports: WorkerPorts) -
             size = ports.storage.upload(
                 settings.results_bucket, key, path, content_type=OUTPUT_SPECS[fmt].content_type
             )
-            results[fmt] = ResultObject(key=key, size=size)
+            measured = outcome.measurements.get(fmt)
+            results[fmt] = ResultObject(
+                key=key,
+                size=size,
+                lufs=measured.lufs if measured else None,
+                true_peak_dbtp=measured.true_peak_dbtp if measured else None,
+            )
         metrics = {**outcome.metrics, "processing_s": round(time.monotonic() - started, 3)}
         done_at = ports.clock()
         finished = store.transition(
@@ -272,6 +279,8 @@ def run_job(job: Job, *, remaining_s: Callable[[], float], ports: WorkerPorts) -
             percent=100,
             results=results,
             metrics=metrics,
+            mastering=outcome.options,
+            warnings=tuple(warning.to_dict() for warning in outcome.warnings),
         )
         if finished is None:
             # Someone (the on-failure handler or the sweep) ended the job meanwhile;

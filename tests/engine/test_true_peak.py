@@ -1,0 +1,98 @@
+"""The true-peak meter reads what a near-continuous interpolation reads, block or not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.signal import butter, firwin, lfilter
+
+from bench.signals import song
+from mastering.engine.true_peak import (
+    OVERSAMPLING,
+    TAPS_PER_PHASE,
+    TruePeakStream,
+    group_true_peaks,
+    interpolation_filter,
+    to_db,
+    true_peak,
+)
+from mastering.engine.true_peak_limiter import limit_in_place
+from tests.oracles import reference_true_peak
+
+# What the meter may miss of a 32x interpolation (measured: at most 0.013 dB).
+ACCURACY_DB = 0.03
+
+
+def test_interpolation_filter_is_firwins_kaiser_lowpass() -> None:
+    expected = (
+        firwin(OVERSAMPLING * TAPS_PER_PHASE + 1, 1 / OVERSAMPLING, window=("kaiser", 6.0))
+        * OVERSAMPLING
+    )
+    np.testing.assert_allclose(interpolation_filter(), expected, atol=1e-12)
+
+
+def _bright_noise(rate: int, seconds: float) -> np.ndarray:
+    noise = np.random.default_rng(rate).standard_normal((round(rate * seconds), 2))
+    b, a = butter(2, 8_000 / (rate / 2), "high")
+    return lfilter(b, a, noise, axis=0) * 0.2 + 0.1 * noise
+
+
+def _clipped(style: str, rate: int) -> np.ndarray:
+    x = song(style, 3, rate, 6.0).astype(np.float64)
+    return np.clip(x / np.max(np.abs(x)) * 3.0, -0.9, 0.9)
+
+
+def _limited(x: np.ndarray, rate: int) -> np.ndarray:
+    # A limiter pushes every interpolated point of its meter to the ceiling: the peaks
+    # between them are what a meter reading too coarsely misses.
+    loud = (x / np.max(np.abs(x)) * 1.6).astype(np.float32)
+    limit_in_place(loud, rate, -1.0, margin_db=0.0)
+    return loud
+
+
+@pytest.mark.parametrize("rate", [44_100, 48_000, 96_000])
+@pytest.mark.parametrize("kind", ["clipped rock", "clipped acoustic", "limited noise", "limited"])
+def test_true_peak_is_within_hundredths_of_a_continuous_reading(kind: str, rate: int) -> None:
+    # Given hard-clipped music, limited bright noise or a limited mix
+    if kind == "clipped rock":
+        samples = _clipped("rock", rate)
+    elif kind == "clipped acoustic":
+        samples = _clipped("acoustic", rate)
+    elif kind == "limited noise":
+        samples = _limited(_bright_noise(rate, 4.0), rate)
+    else:
+        samples = _limited(song("electronic", 4, rate, 6.0), rate)
+    # When the meter reads it
+    ours = to_db(true_peak(samples.astype(np.float32)))
+    # Then it agrees with a 32x interpolation
+    assert ours == pytest.approx(reference_true_peak(samples), abs=ACCURACY_DB)
+
+
+@pytest.mark.parametrize("frequency", [997.0, 15_000.0, 19_500.0, 21_000.0])
+def test_a_sine_reads_its_amplitude_whatever_its_phase(frequency: float) -> None:
+    # Given a sine whose peaks fall between samples (faded in and out: a sine that
+    # starts abruptly rings past its amplitude, as any band-limited step does)
+    rate = 44_100
+    t = np.arange(rate) / rate
+    fade = np.minimum(1.0, np.minimum(t, t[-1] - t) / 0.05)
+    samples = (0.5 * fade * np.sin(2 * np.pi * frequency * t + 0.37))[:, None].astype(np.float32)
+    # Then the meter reads its amplitude, not its largest sample
+    assert to_db(true_peak(samples)) == pytest.approx(to_db(0.5), abs=0.02)
+
+
+@pytest.mark.parametrize("frames", [1, 5, 63, 64, 65, 1_000, 131_072, 131_073, 300_001])
+def test_streaming_in_any_blocks_reads_what_one_pass_reads(frames: int) -> None:
+    # Given noise with its extremes at the very first and last samples
+    rng = np.random.default_rng(frames)
+    samples = (rng.standard_normal((frames, 2)) * 0.3).astype(np.float32)
+    samples[0, 0], samples[-1, 1] = -0.95, 0.9
+    whole = group_true_peaks(samples, group=32, block=1 << 20)
+    # When it is pushed in blocks of awkward sizes
+    stream = TruePeakStream(2, group=32)
+    for start in range(0, frames, 7_777):
+        stream.push(samples[start : start + 7_777])
+    streamed = stream.finish()
+    # Then every group's peak is the same, one group per 32 frames
+    assert streamed.shape == (-(-frames // 32),)
+    np.testing.assert_array_equal(streamed, whole)
+    assert float(whole.max()) >= 0.95

@@ -237,6 +237,7 @@ Deno.test({
             },
             outputs: ["wav16", "mp3"],
             metadata: { test: "integration" },
+            mastering: { loudness: "spotify", true_peak_dbtp: -1.5 },
           }),
         }),
         apiDeps,
@@ -261,12 +262,28 @@ Deno.test({
         logs.some((entry) => entry.message === "webhook applied"),
         "the webhook went through the handler",
       );
-      const results = row.results as Record<string, { url: string }>;
+      const results = row.results as Record<
+        string,
+        { url: string; lufs: number; true_peak_dbtp: number }
+      >;
       assert.deepEqual(Object.keys(results).sort(), ["mp3", "wav16"]);
       for (const result of Object.values(results)) {
         assert.match(result.url, /^https?:\/\//);
+        // Each file carries its own measurement: at Spotify's loudness, under
+        // the ceiling asked for.
+        assert.ok(Math.abs(result.lufs + 14) <= 0.5, JSON.stringify(result));
+        assert.ok(result.true_peak_dbtp <= -1.5, JSON.stringify(result));
       }
       assert.equal(typeof row.metrics?.result_lufs, "number");
+      // The options the API resolved are stored on the row.
+      assert.deepEqual(row.mastering, {
+        loudness: "spotify",
+        loudness_lufs: -14,
+        true_peak_dbtp: -1.5,
+        intensity: 1,
+        limiter: "true_peak",
+      });
+      assert.deepEqual(row.warnings, []);
 
       // The owner's GET agrees, and another user cannot see the job.
       const polled = await handler(

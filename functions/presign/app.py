@@ -6,11 +6,10 @@ domain function. Typed errors become JSON error bodies in one place below.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -33,19 +32,9 @@ metrics = Metrics(service=SERVICE_NAME)
 MAX_OWNER_LENGTH = 256
 
 
-def _cors() -> CORSConfig | None:
-    origins = [o.strip() for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o.strip()]
-    if not origins:
-        return None
-    return CORSConfig(
-        allow_origin=origins[0],
-        extra_origins=origins[1:],
-        allow_headers=["Content-Type", "X-Api-Key", "X-Owner-Id"],
-        max_age=600,
-    )
-
-
-app = APIGatewayHttpResolver(cors=_cors())
+# CORS is the HTTP API's (template.yaml CorsConfiguration): API Gateway answers the
+# preflights and adds the headers, so the function does not repeat them.
+app = APIGatewayHttpResolver()
 
 
 def _ports() -> ApiPorts:

@@ -172,14 +172,14 @@ def style_fidelity(seconds: float) -> list[tuple[str, int, float, int]]:
     from matchering.checker import check
     from matchering.stages import main
 
-    from mastering.audio.decode import DecodedAudio
     from mastering.engine.analysis import analyze
     from mastering.engine.master import master
+    from mastering.track import Track
 
     matchering.log(lambda text: None)
     config = matchering.Config()
     reference = song("electronic", 22, REFERENCE_RATE, seconds)
-    profile = analyze(DecodedAudio(reference, REFERENCE_RATE))
+    profile = analyze(Track(reference, REFERENCE_RATE))
     reference_checked, _ = check(reference.astype(np.float64), REFERENCE_RATE, config, "reference")
     rows = []
     cases = [(style, rate) for rate in (REFERENCE_RATE, 48_000, 96_000) for style in STYLES]
@@ -187,7 +187,7 @@ def style_fidelity(seconds: float) -> list[tuple[str, int, float, int]]:
         target = song(style, 21, rate, seconds)
         target_checked, _ = check(target.astype(np.float64), rate, config, "target")
         expected, _, _ = main(target_checked, reference_checked.copy(), config)
-        ours = master(DecodedAudio(target, rate), profile)
+        ours = master(Track(target, rate), profile)
         samples = ours.samples.astype(np.float64)
         if rate != REFERENCE_RATE:
             from scipy.signal import resample

@@ -8,6 +8,7 @@ The environment is set here, before any test imports a handler module.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -17,10 +18,15 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
+
+if TYPE_CHECKING:
+    from mastering.config import Settings
+    from mastering.jobs.store import DynamoJobStore
+    from mastering.storage.objects import S3Storage
 
 REPO = Path(__file__).resolve().parent.parent
 EVENTS = REPO / "events"
@@ -36,7 +42,7 @@ _TEST_ENV = {
     "UPLOADS_BUCKET": "spectrum-mastering-uploads-test",
     "RESULTS_BUCKET": "spectrum-mastering-results-test",
     "API_KEY": API_KEY,
-    "MASTER_TIMEOUT_S": "900",
+    "MASTER_TIMEOUT_S": "360",
     "POWERTOOLS_TRACE_DISABLED": "1",
     "POWERTOOLS_SERVICE_NAME": "spectrum-mastering",
     "POWERTOOLS_METRICS_NAMESPACE": "SpectrumMasteringTest",
@@ -79,38 +85,87 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    os.environ["NUMBA_CACHE_DIR"] = str(tmp_path_factory.mktemp("numba-cache"))
     yield f"http://127.0.0.1:{port}"
     server.stop()
 
 
+# The functions that run in this process, as the tests load them (load_handler).
+IN_PROCESS_FUNCTIONS = (("presign", "app"), ("presign", "lifecycle"), ("master", "app"))
+
+
 @dataclass
 class Stack:
-    """The emulated AWS resources of one test, and the function's /tmp."""
+    """The emulated AWS resources of one test, the functions' settings and their /tmp."""
 
     endpoint: str
     work_dir: Path
+    settings: Settings
 
     def leftovers(self) -> list[str]:
         """Anything a job left in the function's /tmp."""
         return sorted(p.name for p in self.work_dir.iterdir()) if self.work_dir.exists() else []
 
+    def configure(self, **changes: Any) -> Settings:
+        """Give the functions these settings (as a cold start with this environment
+        would): ``stack.configure(max_duration_s=5)``."""
+        self.settings = dataclasses.replace(self.settings, **changes)
+        for function, module in IN_PROCESS_FUNCTIONS:
+            load_handler(function, module).configure(self.settings)
+        return self.settings
+
+    def store(self) -> DynamoJobStore:
+        """The jobs table, as the functions see it."""
+        from mastering.jobs.store import DynamoJobStore
+
+        settings = self.settings
+        return DynamoJobStore(
+            settings.jobs_table, aws=settings.aws, retention_days=settings.job_retention_days
+        )
+
+    def storage(self) -> S3Storage:
+        from mastering.storage.objects import S3Storage
+
+        return S3Storage(self.settings.aws)
+
+
+def function_settings() -> Settings:
+    """The settings the functions run with in this test (see ``Stack.configure``)."""
+    settings: Settings = load_handler("master").ports().settings
+    return settings
+
+
+def emulated_s3() -> Any:
+    """An S3 client on the test's emulator, for looking behind the service's back."""
+    from mastering import clients
+
+    return clients.s3_client(function_settings().aws)
+
 
 @pytest.fixture
-def stack(moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Stack:
-    from mastering.config import load_settings
+def stack(moto_endpoint: str, tmp_path: Path) -> Iterator[Stack]:
+    from mastering import clients
+    from mastering.config import AwsSettings, load_settings
     from mastering.devstack.resources import create_resources
-    from mastering.storage import aws
 
     requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10).raise_for_status()
     work_dir = tmp_path / "lambda-tmp"
     work_dir.mkdir()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("WORK_DIR", str(work_dir))
-    aws.reset_clients()
-    create_resources(load_settings())
-    yield Stack(endpoint=moto_endpoint, work_dir=work_dir)
-    aws.reset_clients()
+    settings = dataclasses.replace(
+        load_settings(_TEST_ENV),
+        work_dir=work_dir,
+        aws=AwsSettings(
+            region="us-east-1",
+            s3_addressing_style="path",
+            endpoint_url=moto_endpoint,
+            static_credentials=("testing", "testing"),
+        ),
+    )
+    clients.reset_clients()
+    create_resources(settings)
+    emulated = Stack(endpoint=moto_endpoint, work_dir=work_dir, settings=settings)
+    emulated.configure()
+    yield emulated
+    clients.reset_clients()
 
 
 def load_event(name: str) -> dict[str, Any]:

@@ -8,15 +8,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mastering.formats import OutputFormat
-from mastering.jobs.model import (
-    InputRole,
-    Job,
-    JobStatus,
-    ResultObject,
-    Stage,
-    can_transition,
-)
+from mastering.formats import InputRole, OutputFormat
+from mastering.jobs.model import Job, JobStatus, ResultObject, Stage, can_transition, iso
 from mastering.options import MasteringOptions
 from mastering.storage.objects import ObjectInfo, PresignedPost
 
@@ -28,7 +21,7 @@ class InMemoryJobStore:
         self.jobs: dict[str, Job] = {}
         self.webhooks: dict[str, dict[str, Any]] = {}
 
-    def create(self, job: Job, *, ttl: int) -> None:
+    def create(self, job: Job) -> None:
         if job.job_id in self.jobs:
             raise KeyError(job.job_id)
         self.jobs[job.job_id] = job
@@ -39,11 +32,11 @@ class InMemoryJobStore:
             return dataclasses.replace(job, webhook=self.webhooks[job_id])
         return job
 
-    def record_upload(self, job_id: str, role: InputRole, *, now: str, ttl: int) -> Job | None:
+    def record_upload(self, job_id: str, role: InputRole, *, now: datetime) -> Job | None:
         job = self.jobs.get(job_id)
         if job is None or job.status is not JobStatus.AWAITING_UPLOAD:
             return None
-        job = dataclasses.replace(job, uploaded=job.uploaded | {role}, updated_at=now)
+        job = dataclasses.replace(job, uploaded=job.uploaded | {role}, updated_at=iso(now))
         self.jobs[job_id] = job
         return job
 
@@ -53,8 +46,7 @@ class InMemoryJobStore:
         expected: JobStatus,
         new: JobStatus,
         *,
-        now: str,
-        ttl: int,
+        now: datetime,
         stage: Stage,
         percent: int,
         deadline_at: int | None = None,
@@ -72,7 +64,7 @@ class InMemoryJobStore:
             return None
         changes: dict[str, Any] = {
             "status": new,
-            "updated_at": now,
+            "updated_at": iso(now),
             "stage": stage,
             "percent": percent,
         }
@@ -92,12 +84,14 @@ class InMemoryJobStore:
         return job
 
     def set_progress(
-        self, job_id: str, *, attempt_id: str, stage: Stage, percent: int, now: str
+        self, job_id: str, *, attempt_id: str, stage: Stage, percent: int, now: datetime
     ) -> bool:
         job = self.jobs.get(job_id)
         if job is None or job.status is not JobStatus.PROCESSING or job.attempt_id != attempt_id:
             return False
-        self.jobs[job_id] = dataclasses.replace(job, stage=stage, percent=percent, updated_at=now)
+        self.jobs[job_id] = dataclasses.replace(
+            job, stage=stage, percent=percent, updated_at=iso(now)
+        )
         return True
 
     def overdue(self, status: JobStatus, *, now_epoch: int, limit: int) -> list[str]:

@@ -16,7 +16,7 @@ duration, and job stages and timings are in the logs, the metrics and the job.
 
 from __future__ import annotations
 
-import os
+import dataclasses
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -25,10 +25,10 @@ from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mastering import SERVICE_NAME
-from mastering.config import load_settings
+from mastering.config import Settings, load_settings
 from mastering.jobs.model import JobStatus
 from mastering.jobs.store import DynamoJobStore
-from mastering.notify.job_events import notifier_from_env
+from mastering.notify.job_events import notifier_for
 from mastering.storage.objects import S3Storage
 from mastering.worker.runner import (
     UploadNotice,
@@ -42,28 +42,43 @@ logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(service=SERVICE_NAME)
 
 
-def _ports(context: LambdaContext) -> WorkerPorts:
-    settings = load_settings()
-    # numba (pulled in by resampy) and matplotlib want a writable cache: only /tmp is.
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(settings.work_dir / "numba-cache"))
-    timeout_s = int(os.environ.get("MASTER_TIMEOUT_S") or 900)
-    store = DynamoJobStore(settings.jobs_table)
-    storage = S3Storage()
-    return WorkerPorts(
+_ports: WorkerPorts | None = None
+
+
+def configure(settings: Settings | None = None, **replaced: Any) -> WorkerPorts:
+    """Build the function's ports from ``settings`` (the environment's by default).
+
+    Lambda's first invocation does it once per container (the cold start); the local
+    stack and the tests call it with settings of their own, and tests may replace a
+    port (``isolate=run_inline``).
+    """
+    global _ports
+    settings = settings or load_settings()
+    store = DynamoJobStore(
+        settings.jobs_table, aws=settings.aws, retention_days=settings.job_retention_days
+    )
+    storage = S3Storage(settings.aws)
+    _ports = WorkerPorts(
         settings=settings,
         store=store,
         storage=storage,
-        master_timeout_s=timeout_s,
-        notifier=notifier_from_env(settings, storage, store),
+        notifier=notifier_for(settings, storage, store),
     )
+    if replaced:
+        _ports = dataclasses.replace(_ports, **replaced)
+    return _ports
+
+
+def ports() -> WorkerPorts:
+    return _ports or configure()
 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
 @event_source(data_class=S3Event)
 def handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
-    ports = _ports(context)
-    clean_stale_work_dirs(ports.settings.work_dir)
+    current = ports()
+    clean_stale_work_dirs(current.settings.work_dir)
     outcomes: dict[str, str] = {}
     for record in event.records:
         notice = UploadNotice(
@@ -71,14 +86,14 @@ def handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
             key=record.s3.get_object.key,
             size=record.s3.get_object.size,
         )
-        job = accept_upload(notice, ports=ports)
+        job = accept_upload(notice, ports=current)
         if job is None:
             continue
         logger.append_keys(job_id=job.job_id)
         finished = run_job(
             job,
             remaining_s=lambda: context.get_remaining_time_in_millis() / 1000.0,
-            ports=ports,
+            ports=current,
         )
         outcomes[finished.job_id] = str(finished.status)
         name = "JobsSucceeded" if finished.status is JobStatus.SUCCEEDED else "JobsFailed"

@@ -15,7 +15,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mastering import ENGINE, SERVICE_NAME, __version__
-from mastering.config import load_settings
+from mastering.config import Settings, load_settings
 from mastering.errors import InvalidRequest, MasteringError
 from mastering.jobs.store import DynamoJobStore
 from mastering.options import loudness_targets
@@ -37,16 +37,31 @@ MAX_OWNER_LENGTH = 256
 app = APIGatewayHttpResolver()
 
 
-def _ports() -> ApiPorts:
-    settings = load_settings()
-    return ApiPorts(
-        settings=settings, store=DynamoJobStore(settings.jobs_table), storage=S3Storage()
+_ports: ApiPorts | None = None
+
+
+def configure(settings: Settings | None = None) -> ApiPorts:
+    """Build the function's ports from ``settings`` (the environment's by default):
+    once per container on Lambda; the local stack and the tests pass their own."""
+    global _ports
+    settings = settings or load_settings()
+    _ports = ApiPorts(
+        settings=settings,
+        store=DynamoJobStore(
+            settings.jobs_table, aws=settings.aws, retention_days=settings.job_retention_days
+        ),
+        storage=S3Storage(settings.aws),
     )
+    return _ports
+
+
+def ports() -> ApiPorts:
+    return _ports or configure()
 
 
 def _authorised_owner() -> str:
     """Check the API key and return the caller's end user (the empty owner if absent)."""
-    check_api_key(app.current_event.headers.get("x-api-key"), expected_api_key())
+    check_api_key(app.current_event.headers.get("x-api-key"), expected_api_key(ports().settings))
     owner = app.current_event.headers.get("x-owner-id", "").strip()
     if len(owner) > MAX_OWNER_LENGTH:
         raise InvalidRequest(f"X-Owner-Id must be at most {MAX_OWNER_LENGTH} characters")
@@ -65,7 +80,7 @@ def post_job() -> Response[dict[str, Any]]:
         body = app.current_event.json_body
     except ValueError as error:
         raise InvalidRequest("The request body is not valid JSON") from error
-    created = create_job(parse_create_job(body), owner=owner, ports=_ports())
+    created = create_job(parse_create_job(body), owner=owner, ports=ports())
     metrics.add_metric(name="JobsCreated", unit=MetricUnit.Count, value=1)
     logger.info("job created", extra={"job_id": created["job_id"]})
     return _json(201, created)
@@ -75,7 +90,7 @@ def post_job() -> Response[dict[str, Any]]:
 @tracer.capture_method
 def get_job_route(job_id: str) -> Response[dict[str, Any]]:
     owner = _authorised_owner()
-    return _json(200, get_job(job_id, owner=owner, ports=_ports()))
+    return _json(200, get_job(job_id, owner=owner, ports=ports()))
 
 
 @app.get("/presets")

@@ -9,6 +9,7 @@ scheduled sweep.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -16,9 +17,9 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mastering import SERVICE_NAME
-from mastering.config import load_settings
+from mastering.config import Settings, load_settings
 from mastering.jobs.store import DynamoJobStore
-from mastering.notify.job_events import notifier_from_env
+from mastering.notify.job_events import notifier_for
 from mastering.storage.keys import parse_upload_key
 from mastering.storage.objects import S3Storage
 from mastering.worker.lifecycle import LifecyclePorts, fail_abandoned, sweep
@@ -27,13 +28,28 @@ logger = Logger(service=SERVICE_NAME)
 tracer = Tracer(service=SERVICE_NAME)
 
 
-def _ports(context: LambdaContext) -> LifecyclePorts:
-    settings = load_settings()
-    store = DynamoJobStore(settings.jobs_table)
-    return LifecyclePorts(
+_ports: LifecyclePorts | None = None
+
+
+def configure(settings: Settings | None = None) -> LifecyclePorts:
+    """Build the function's ports from ``settings`` (the environment's by default):
+    once per container on Lambda; the local stack and the tests pass their own."""
+    global _ports
+    settings = settings or load_settings()
+    store = DynamoJobStore(
+        settings.jobs_table, aws=settings.aws, retention_days=settings.job_retention_days
+    )
+    _ports = LifecyclePorts(
         settings=settings,
         store=store,
-        notifier=notifier_from_env(settings, S3Storage(), store),
+        notifier=notifier_for(settings, S3Storage(settings.aws), store),
+    )
+    return _ports
+
+
+def _ports_for(context: LambdaContext) -> LifecyclePorts:
+    return dataclasses.replace(
+        _ports or configure(),
         webhook_budget_s=lambda: min(30.0, context.get_remaining_time_in_millis() / 2000.0),
     )
 
@@ -58,9 +74,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             response.get("errorMessage") or event["requestContext"].get("condition", "")
         )
         job_ids = _job_ids_of(event.get("requestPayload") or {})
-        ended = fail_abandoned(job_ids, error_message, ports=_ports(context))
+        ended = fail_abandoned(job_ids, error_message, ports=_ports_for(context))
         logger.info("master failure handled", extra={"jobs": job_ids, "failed": ended})
         return {"failed": ended}
-    report = sweep(ports=_ports(context))
+    report = sweep(ports=_ports_for(context))
     logger.info("sweep done", extra={"expired": report.expired, "failed": report.failed})
     return {"expired": report.expired, "failed": report.failed}

@@ -1,12 +1,15 @@
-"""Spectrum's serverless mastering backend."""
+"""Spectrum's serverless mastering backend.
 
-from mastering.engine.profile import ENGINE_VERSION
+The package root imports nothing heavy: ``import mastering`` is what every handler
+does first.
+"""
 
-__version__ = "0.1.0"
+from mastering.versions import ENGINE_VERSION, SERVICE_VERSION
+
+__version__ = SERVICE_VERSION
 SERVICE_NAME = "spectrum-mastering"
-# The engine the master function runs, reported by GET /health and `--version`. The
-# profile module is plain Python (no numpy), so the presign function can import it.
-# It names the engine's own version: cached reference profiles are keyed by it.
+# The engine the master function runs, reported by GET /health and `--version`; cached
+# reference profiles are keyed by it.
 ENGINE = ENGINE_VERSION
 
 __all__ = ["ENGINE", "SERVICE_NAME", "__version__"]

@@ -35,6 +35,13 @@ OUTPUT_SPECS: dict[OutputFormat, OutputSpec] = {
 DEFAULT_OUTPUTS: tuple[OutputFormat, ...] = (OutputFormat.WAV16,)
 
 
+class InputRole(StrEnum):
+    """What an uploaded file is to its job."""
+
+    TARGET = "target"
+    REFERENCE = "reference"
+
+
 class InputKind(StrEnum):
     """Containers the service decodes. Named after the ffmpeg demuxer that reads them."""
 

@@ -1,8 +1,9 @@
-"""Mastering of local files: decode → validate → analyse → match → encode → measure.
+"""Mastering of local files: decode → validate → analyse → master → deliver.
 
-The one pipeline behind the master function and the command-line tools. It
-knows nothing of S3 or jobs; progress goes through a callback and failures are
-typed errors.
+The one pipeline behind the master function and the command-line tools: it joins
+``audio`` (files to tracks and back), ``engine`` (tracks in, tracks out) and
+``delivery`` (every format, measured as heard). It knows nothing of S3 or jobs;
+progress goes through a callback in job stages, and failures are typed errors.
 
 The reference is reduced to a ``ReferenceProfile`` first (or one is given, e.g. from a
 cache, and the reference file is never decoded), then freed: only one track is held
@@ -22,10 +23,11 @@ from mastering.formats import OutputFormat
 from mastering.jobs.model import Stage
 from mastering.options import DEFAULT_TRUE_PEAK_DBTP, Limiter, MasteringOptions
 from mastering.presets import find_preset
+from mastering.validation import validate_for_mastering
 
 if TYPE_CHECKING:
-    from mastering.audio.decode import DecodedAudio
-    from mastering.engine.master import MasterOptions
+    from mastering.engine.master import MasterOptions, MasterResult
+    from mastering.track import Track
 
 ProgressCallback = Callable[[Stage, int], None]
 
@@ -90,23 +92,63 @@ def _rounded(value: float | None, digits: int = 2) -> float | None:
 
 
 def preload_engine() -> None:
-    """Import the engine's modules (numpy, soundfile, scipy's compiled FFT library;
-    about 0.15 s).
+    """Import the engine's modules (numpy, soundfile, scipy.fft; a few tenths of a
+    second).
 
     Called in the master function before it forks its worker: the forked child
     inherits them, so only the first job of a container pays the import.
     """
     import mastering.audio.decode
-    import mastering.engine.matchering_adapter
-    import mastering.engine.outputs
+    import mastering.delivery
+    import mastering.engine.master
     import mastering.engine.preset_audio  # noqa: F401
     from mastering.engine import fft
 
-    fft.using_pocketfft_directly()  # loads it now, not in the first job
+    fft.load()
+
+
+# Progress of the engine's work within the job: 30 % when it starts, 75 % when done.
+_ENGINE_FIRST_PERCENT = 30
+_ENGINE_LAST_PERCENT = 75
+
+
+def master_track(
+    target: Track,
+    profile: ReferenceProfile,
+    options: MasterOptions,
+    on_progress: ProgressCallback,
+) -> MasterResult:
+    """The engine's part of a job, its progress as the ``matching`` stage. (The flow
+    tests replace this to simulate an engine that fails, is killed or hangs.)"""
+    from mastering.engine.master import master
+
+    def report(fraction: float) -> None:
+        span = _ENGINE_LAST_PERCENT - _ENGINE_FIRST_PERCENT
+        on_progress(Stage.MATCHING, _ENGINE_FIRST_PERCENT + round(span * fraction))
+
+    return master(target, profile, options, on_progress=report)
+
+
+def analyze_file(
+    path: Path,
+    work_dir: Path,
+    *,
+    min_duration_s: float,
+    max_duration_s: float,
+    ffmpeg_path: str | None = None,
+) -> ReferenceProfile:
+    """Decode, validate and analyse a reference file (typed errors name the reference)."""
+    from mastering.audio.decode import decode_audio
+    from mastering.engine.analysis import analyze
+
+    reference = decode_audio(
+        path, work_dir, role="reference", max_duration_s=max_duration_s, ffmpeg_path=ffmpeg_path
+    )
+    validate_for_mastering(reference, role="reference", min_duration_s=min_duration_s)
+    return analyze(reference)
 
 
 def _reference_profile(request: MasteringRequest) -> ReferenceProfile:
-    from mastering.engine.master import analyze_file
     from mastering.engine.preset_audio import preset_profile
 
     if request.reference_profile is not None:
@@ -125,7 +167,7 @@ def _reference_profile(request: MasteringRequest) -> ReferenceProfile:
     return preset_profile(preset)
 
 
-def _same_audio(target: DecodedAudio, profile: ReferenceProfile) -> bool:
+def _same_audio(target: Track, profile: ReferenceProfile) -> bool:
     from mastering.engine.analysis import audio_fingerprint
 
     shape = (target.sample_rate, target.frames, target.channels)
@@ -151,10 +193,9 @@ def _engine_options(options: MasteringOptions, loudness_lufs: float | None) -> M
 def master_files(request: MasteringRequest, on_progress: ProgressCallback) -> MasteringOutcome:
     # Heavy imports here, not at module import: the handler module must load fast.
     from mastering.audio.decode import decode_audio
-    from mastering.audio.measure import validate_for_mastering
-    from mastering.engine import matchering_adapter
-    from mastering.engine.outputs import Measurement, write_outputs
+    from mastering.delivery import Measurement, deliver
     from mastering.engine.true_peak import to_db
+    from mastering.track import Track
 
     on_progress(Stage.DECODING, 10)
     if (
@@ -173,12 +214,7 @@ def master_files(request: MasteringRequest, on_progress: ProgressCallback) -> Ma
         max_duration_s=request.max_duration_s,
         ffmpeg_path=request.ffmpeg_path,
     )
-    validate_for_mastering(
-        target,
-        role="target",
-        min_duration_s=request.min_duration_s,
-        max_duration_s=request.max_duration_s,
-    )
+    validate_for_mastering(target, role="target", min_duration_s=request.min_duration_s)
     if _same_audio(target, profile):
         raise IdenticalInputs("The target and the reference are the same audio")
 
@@ -200,9 +236,7 @@ def master_files(request: MasteringRequest, on_progress: ProgressCallback) -> Ma
     on_progress(Stage.ANALYZING, 20)
     duration_s = target.duration_s
     # In place: the master overwrites the decoded target, so the track is held once.
-    result = matchering_adapter.match_to_reference(
-        target, profile, _engine_options(options, loudness), on_stage=on_progress
-    )
+    result = master_track(target, profile, _engine_options(options, loudness), on_progress)
     del target
     if true_peak_limiter:
         options = options.with_loudness_lufs(
@@ -221,15 +255,14 @@ def master_files(request: MasteringRequest, on_progress: ProgressCallback) -> Ma
 
     on_progress(Stage.ENCODING, 80)
     master = Measurement(lufs=result.result_lufs, true_peak_dbtp=to_db(result.true_peak))
-    written = write_outputs(
-        result.samples,
-        result.sample_rate,
+    written = deliver(
+        Track(result.samples, result.sample_rate),
         request.outputs,
         request.work_dir,
-        master=master,
-        ffmpeg_path=request.ffmpeg_path,
+        measured=master,
+        ceiling_dbtp=options.true_peak_dbtp if true_peak_limiter else None,
         dither=true_peak_limiter,
-        mp3_ceiling_dbtp=options.true_peak_dbtp if true_peak_limiter else None,
+        ffmpeg_path=request.ffmpeg_path,
     )
     metrics: dict[str, float | None] = {
         "duration_s": _rounded(duration_s, 3),

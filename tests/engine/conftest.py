@@ -8,10 +8,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from mastering.audio.decode import DecodedAudio
 from mastering.engine.analysis import analyze
 from mastering.engine.master import MasterOptions, master
 from mastering.engine.params import INTERNAL_RATE
+from mastering.track import Track
 
 Samples = npt.NDArray[np.floating]
 
@@ -33,9 +33,9 @@ def matchering_master(target: Samples, target_rate: int, reference: Samples, ref
 def engine_master(
     target: Samples, target_rate: int, reference: Samples, reference_rate: int, **options: Any
 ) -> tuple[Samples, int]:
-    profile = analyze(DecodedAudio(reference.astype(np.float32), reference_rate))
+    profile = analyze(Track(reference.astype(np.float32), reference_rate))
     result = master(
-        DecodedAudio(target.astype(np.float32), target_rate), profile, MasterOptions(**options)
+        Track(target.astype(np.float32), target_rate), profile, MasterOptions(**options)
     )
     return result.samples, result.sample_rate
 

@@ -9,12 +9,8 @@ import pytest
 import soundfile as sf
 
 from mastering.audio.decode import decode_audio
-from mastering.audio.encode import encode
-from mastering.engine.outputs import Measurement, write_outputs
+from mastering.audio.encode import write_files
 from mastering.formats import OutputFormat
-
-# The master as write_outputs reports it for lossless files (not measured here).
-UNMEASURED = Measurement(lufs=None, true_peak_dbtp=None)
 
 
 @pytest.mark.parametrize(
@@ -56,18 +52,14 @@ def test_16_bit_wav_output_has_libsndfiles_bytes(tmp_path: Path) -> None:
     samples[8 : 8 + 100_000, 1] = steps / 32768
     (tmp_path / "ours").mkdir()
     (tmp_path / "theirs").mkdir()
-    # When it is written block-wise (numpy conversion) and by audio.encode (libsndfile's)
-    ours = write_outputs(
-        samples,
-        48_000,
-        (OutputFormat.WAV16,),
-        tmp_path / "ours",
-        master=UNMEASURED,
-        block_frames=7_777,
-    )
-    theirs = encode(samples, 48_000, OutputFormat.WAV16, tmp_path / "theirs" / "x.wav")
+    # When it is written block-wise (numpy conversion) and by libsndfile itself
+    ours = write_files(
+        samples, 48_000, (OutputFormat.WAV16,), tmp_path / "ours", block_frames=7_777
+    )[OutputFormat.WAV16]
+    theirs = tmp_path / "theirs" / "x.wav"
+    sf.write(theirs, np.clip(samples, -1.0, 1.0), 48_000, subtype="PCM_16", format="WAV")
     # Then the files are byte for byte the same
-    assert ours[OutputFormat.WAV16].path.read_bytes() == theirs.read_bytes()
+    assert ours.read_bytes() == theirs.read_bytes()
 
 
 def _third_harmonic_over_floor_db(samples: np.ndarray, rate: int, freq: float) -> float:
@@ -88,17 +80,12 @@ def test_16_bit_output_is_dithered_so_quiet_passages_keep_no_distortion(tmp_path
     (tmp_path / "plain").mkdir()
     (tmp_path / "dithered").mkdir()
     # When it is written to 16-bit WAV without and with dither
-    plain = write_outputs(
-        samples, rate, (OutputFormat.WAV16,), tmp_path / "plain", master=UNMEASURED
-    )[OutputFormat.WAV16].path
-    dithered = write_outputs(
-        samples,
-        rate,
-        (OutputFormat.WAV16,),
-        tmp_path / "dithered",
-        master=UNMEASURED,
-        dither=True,
-    )[OutputFormat.WAV16].path
+    plain = write_files(samples, rate, (OutputFormat.WAV16,), tmp_path / "plain")[
+        OutputFormat.WAV16
+    ]
+    dithered = write_files(
+        samples, rate, (OutputFormat.WAV16,), tmp_path / "dithered", dither=True
+    )[OutputFormat.WAV16]
     plain_out, _ = sf.read(plain, dtype="float64")
     dithered_out, _ = sf.read(dithered, dtype="float64")
     # Then plain rounding turns the tone into a distorted one (harmonics stand out)...

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from scipy.interpolate import interp1d
 
-from mastering.audio.decode import DecodedAudio
 from mastering.engine.analysis import analyze, analyze_levels
 from mastering.engine.eq import _linear_grid, _log_grid, matching_ratio
 from mastering.engine.lowess import lowess
 from mastering.engine.params import LOWESS_DELTA, LOWESS_FRAC
+from mastering.track import Track
 from tests.audio_factory import tone_mix
 
 
@@ -21,7 +21,7 @@ def _matchering_log_curve(seed: int) -> np.ndarray:
     """The curve matchering smooths: a target/reference ratio on the log grid."""
     reference = tone_mix(20.0, 44_100, seed=seed, peak_dbfs=-1.0)
     target = tone_mix(20.0, 44_100, seed=seed + 1, peak_dbfs=-12.0)
-    profile = analyze(DecodedAudio(reference, 44_100))
+    profile = analyze(Track(reference, 44_100))
     levels = analyze_levels(target, 44_100, role="target")
     ratio = matching_ratio(np.asarray(profile.mid_spectrum), levels.mid_spectrum)
     return interp1d(_linear_grid(), ratio, "cubic")(_log_grid())

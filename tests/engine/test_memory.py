@@ -7,9 +7,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from mastering.audio.decode import DecodedAudio
 from mastering.engine.analysis import analyze
 from mastering.engine.master import MasterOptions, master
+from mastering.track import Track
 from tests.audio_factory import tone_mix
 
 pytestmark = pytest.mark.slow
@@ -26,8 +26,8 @@ def _tile(seconds: float) -> np.ndarray:
 
 def _peak_working_memory(samples: np.ndarray) -> int:
     """Peak bytes allocated while mastering in place, beyond the track itself."""
-    reference = analyze(DecodedAudio(tone_mix(30.0, RATE, seed=12, peak_dbfs=-1.0), RATE))
-    target = DecodedAudio(samples, RATE)
+    reference = analyze(Track(tone_mix(30.0, RATE, seed=12, peak_dbfs=-1.0), RATE))
+    target = Track(samples, RATE)
     tracemalloc.start()
     try:
         result = master(target, reference, MasterOptions(in_place=True))

@@ -8,20 +8,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mastering.audio.encode import encode
-from mastering.engine.master import analyze_file
-from mastering.engine.outputs import Measurement, write_outputs
+from mastering.audio.encode import write_files
 from mastering.errors import AudioTooShort, IdenticalInputs, InternalError, SilentAudio
 from mastering.formats import OutputFormat
 from mastering.jobs.model import Stage
-from mastering.pipeline import MasteringRequest, master_files
+from mastering.pipeline import MasteringRequest, analyze_file, master_files
 from tests.audio_factory import silence, tone_mix, write_wav
 
 pytestmark = pytest.mark.slow
 RATE = 44_100
-
-# The master as write_outputs reports it for lossless files (not measured here).
-UNMEASURED = Measurement(lufs=None, true_peak_dbtp=None)
 
 
 def _request(tmp_path: Path, target: Path, **fields: object) -> MasteringRequest:
@@ -85,44 +80,40 @@ def test_reference_validation_errors_name_the_reference(tmp_path: Path) -> None:
         analyze_file(quiet, tmp_path, min_duration_s=1.0, max_duration_s=900.0)
 
 
-@pytest.mark.parametrize("fmt", [OutputFormat.WAV16, OutputFormat.WAV24, OutputFormat.FLAC])
-def test_streamed_outputs_equal_encode(tmp_path: Path, fmt: OutputFormat) -> None:
-    samples = tone_mix(3.0, RATE, seed=3, peak_dbfs=0.5)  # a little over full scale
-    streamed_dir, whole_dir = tmp_path / "a", tmp_path / "b"
-    streamed_dir.mkdir()
-    whole_dir.mkdir()
-    streamed = write_outputs(
-        samples, RATE, (fmt,), streamed_dir, master=UNMEASURED, block_frames=10_000
-    )[fmt].path
-    whole = encode(samples, RATE, fmt, whole_dir / streamed.name)
-    a, _ = sf.read(streamed, dtype="int32")
-    b, _ = sf.read(whole, dtype="int32")
-    np.testing.assert_array_equal(a, b)
-    assert sf.info(streamed).subtype == sf.info(whole).subtype
-
-
-def test_streamed_mp3_is_the_same_file_as_encode(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", [OutputFormat.WAV24, OutputFormat.FLAC])
+def test_lossless_files_hold_libsndfiles_own_conversion(tmp_path: Path, fmt: OutputFormat) -> None:
     # Given a master a little over full scale
     samples = tone_mix(3.0, RATE, seed=3, peak_dbfs=0.5)
-    streamed_dir, whole_dir = tmp_path / "a", tmp_path / "b"
-    streamed_dir.mkdir()
-    whole_dir.mkdir()
-    # When it is written block by block into ffmpeg, alongside a WAV, and in one go
-    files = {
-        fmt: written.path
-        for fmt, written in write_outputs(
-            samples,
-            RATE,
-            (OutputFormat.WAV16, OutputFormat.MP3),
-            streamed_dir,
-            master=UNMEASURED,
-            block_frames=10_000,
-        ).items()
-    }
-    whole = encode(samples, RATE, OutputFormat.MP3, whole_dir / "whole.mp3")
+    (tmp_path / "ours").mkdir()
+    # When it is written block by block
+    ours = write_files(samples, RATE, (fmt,), tmp_path / "ours", block_frames=10_000)[fmt]
+    # Then the file holds what libsndfile writes of the clipped samples in one call
+    container, subtype = {
+        OutputFormat.WAV24: ("WAV", "PCM_24"),
+        OutputFormat.FLAC: ("FLAC", "PCM_24"),
+    }[fmt]
+    theirs = tmp_path / f"theirs.{container.lower()}"
+    sf.write(theirs, np.clip(samples, -1.0, 1.0), RATE, subtype=subtype, format=container)
+    a, _ = sf.read(ours, dtype="int32")
+    b, _ = sf.read(theirs, dtype="int32")
+    np.testing.assert_array_equal(a, b)
+    assert sf.info(ours).subtype == subtype
+
+
+def test_the_mp3_does_not_depend_on_how_the_master_is_fed_to_it(tmp_path: Path) -> None:
+    # Given a master a little over full scale
+    samples = tone_mix(3.0, RATE, seed=3, peak_dbfs=0.5)
+    small, whole = tmp_path / "a", tmp_path / "b"
+    small.mkdir()
+    whole.mkdir()
+    # When it is written in small blocks alongside a WAV, and in one block alone
+    files = write_files(
+        samples, RATE, (OutputFormat.WAV16, OutputFormat.MP3), small, block_frames=10_000
+    )
+    alone = write_files(samples, RATE, (OutputFormat.MP3,), whole, block_frames=1 << 20)
     # Then the MP3s are byte for byte the same, and nothing else is left behind
-    assert files[OutputFormat.MP3].read_bytes() == whole.read_bytes()
-    assert sorted(path.name for path in streamed_dir.iterdir()) == sorted(
+    assert files[OutputFormat.MP3].read_bytes() == alone[OutputFormat.MP3].read_bytes()
+    assert sorted(path.name for path in small.iterdir()) == sorted(
         path.name for path in files.values()
     )
 
@@ -137,12 +128,11 @@ def test_a_failing_mp3_encoder_fails_the_outputs_and_leaves_nothing(tmp_path: Pa
     samples = tone_mix(3.0, RATE, seed=3)
     # When the outputs are written
     with pytest.raises(InternalError, match="MP3"):
-        write_outputs(
+        write_files(
             samples,
             RATE,
             (OutputFormat.WAV16, OutputFormat.MP3),
             out,
-            master=UNMEASURED,
             ffmpeg_path=str(fake),
             block_frames=10_000,
         )

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from mastering.audio.decode import DecodedAudio
 from mastering.engine.analysis import analyze
 from mastering.engine.preset_audio import preset_profile
 from mastering.engine.profile import (
@@ -18,12 +17,13 @@ from mastering.engine.profile import (
     ReferenceProfile,
 )
 from mastering.presets import PRESETS
+from mastering.track import Track
 from tests.audio_factory import tone_mix
 
 
 @pytest.fixture(scope="module")
 def profile() -> ReferenceProfile:
-    return analyze(DecodedAudio(tone_mix(20.0, 48_000, seed=7, peak_dbfs=-3.0), 48_000))
+    return analyze(Track(tone_mix(20.0, 48_000, seed=7, peak_dbfs=-3.0), 48_000))
 
 
 def test_json_round_trip_is_exact(profile: ReferenceProfile) -> None:
@@ -69,15 +69,15 @@ def test_truncated_spectrum_is_refused(profile: ReferenceProfile) -> None:
 
 def test_analysing_the_same_reference_twice_gives_identical_profiles() -> None:
     samples = tone_mix(12.0, 44_100, seed=9)
-    first = analyze(DecodedAudio(samples, 44_100))
-    second = analyze(DecodedAudio(samples.copy(), 44_100))
+    first = analyze(Track(samples, 44_100))
+    second = analyze(Track(samples.copy(), 44_100))
     assert first == second
     assert first.to_bytes() == second.to_bytes()
 
 
 def test_different_audio_has_a_different_fingerprint(profile: ReferenceProfile) -> None:
     other = tone_mix(20.0, 48_000, seed=8, peak_dbfs=-3.0)
-    assert analyze(DecodedAudio(other, 48_000)).fingerprint != profile.fingerprint
+    assert analyze(Track(other, 48_000)).fingerprint != profile.fingerprint
 
 
 def test_presets_are_profiles_analysed_once() -> None:

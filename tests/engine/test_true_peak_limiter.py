@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.signals import song
-from mastering.audio.decode import DecodedAudio
 from mastering.engine.analysis import analyze
 from mastering.engine.master import MasterOptions, master
 from mastering.engine.true_peak import METER_TOLERANCE_DB, to_db, true_peak
@@ -24,6 +23,7 @@ from mastering.engine.true_peak_limiter import (
     limit_in_place,
     plan_for_ceiling,
 )
+from mastering.track import Track
 from tests.oracles import ffmpeg_meter, pyloudnorm_lufs, reference_true_peak
 
 RATE = 44_100
@@ -89,7 +89,7 @@ def test_the_gain_recovers_after_a_peak() -> None:
 
 
 def _profile(rate: int = RATE):  # type: ignore[no-untyped-def]
-    return analyze(DecodedAudio(song("electronic", 22, rate, 10.0), rate))
+    return analyze(Track(song("electronic", 22, rate, 10.0), rate))
 
 
 @settings(
@@ -111,7 +111,7 @@ def test_the_ceiling_holds_for_any_level_ceiling_and_loudness(
     target = song(style, 7, RATE, 5.0) * np.float32(10.0 ** (input_gain_db / 20.0))
     options = MasterOptions(loudness_lufs=loudness, ceiling_dbtp=ceiling)
     # When it is mastered
-    result = master(DecodedAudio(target, RATE), _profile(), options)
+    result = master(Track(target, RATE), _profile(), options)
     # Then no meter reads it over the ceiling: not a near-continuous interpolation...
     assert reference_true_peak(result.samples) <= ceiling - METER_TOLERANCE_DB + 0.03
     # ...nor ffmpeg's, on the file
@@ -136,7 +136,7 @@ def test_a_loudness_beyond_reach_is_given_up_short_of_squashing() -> None:
     # Given a dynamic piece and a loudness only brutal limiting could reach
     target = song("acoustic", 8, RATE, 8.0)
     result = master(
-        DecodedAudio(target, RATE), _profile(), MasterOptions(loudness_lufs=-5.0, ceiling_dbtp=-1.0)
+        Track(target, RATE), _profile(), MasterOptions(loudness_lufs=-5.0, ceiling_dbtp=-1.0)
     )
     # Then it stops where limiting would start to wreck it, and says so
     assert not result.loudness_reached

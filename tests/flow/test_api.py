@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mastering.engine.profile import ENGINE_VERSION
+from mastering.versions import ENGINE_VERSION
 from tests.conftest import ApiClient
 
 WAV = {"filename": "song.wav", "size": 1_000_000, "content_type": "audio/wav"}

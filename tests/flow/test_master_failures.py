@@ -8,10 +8,10 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from tests.audio_factory import silence, tone_mix, write_wav
@@ -19,6 +19,8 @@ from tests.conftest import (
     ApiClient,
     FakeLambdaContext,
     Stack,
+    emulated_s3,
+    function_settings,
     load_event,
     load_handler,
     s3_event_for,
@@ -31,8 +33,10 @@ pytestmark = pytest.mark.slow
 
 
 def _results_in_bucket(job_id: str) -> list[str]:
-    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-    listing = s3.list_objects_v2(Bucket=os.environ["RESULTS_BUCKET"], Prefix=f"results/{job_id}/")
+    s3 = emulated_s3()
+    listing = s3.list_objects_v2(
+        Bucket=function_settings().results_bucket, Prefix=f"results/{job_id}/"
+    )
     return [obj["Key"] for obj in listing.get("Contents", [])]
 
 
@@ -182,7 +186,7 @@ def test_track_longer_than_the_limit_fails(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given a stack that allows 5 seconds, a 6-second target and a 4-second reference
-    monkeypatch.setenv("MAX_DURATION_S", "5")
+    stack.configure(max_duration_s=5.0)
     long_target = write_wav(tmp_path / "long.wav", tone_mix(6.0, RATE), RATE)
     short_reference = write_wav(
         tmp_path / "short-ref.wav", tone_mix(4.0, RATE, seed=11, peak_dbfs=-1.0), RATE
@@ -222,9 +226,9 @@ def test_upload_bigger_than_declared_fails_before_download(
 
 
 def _engine(monkeypatch: pytest.MonkeyPatch, replacement: Callable[..., Any]) -> None:
-    import mastering.engine.matchering_adapter as adapter
+    import mastering.pipeline
 
-    monkeypatch.setattr(adapter, "match_to_reference", replacement)
+    monkeypatch.setattr(mastering.pipeline, "master_track", replacement)
 
 
 def test_engine_exception_fails_with_internal_error_and_no_details(
@@ -253,8 +257,8 @@ def test_worker_killed_mid_processing_fails_the_job(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given an engine that is killed mid-way, as the kernel's OOM killer would
-    def killed(*args: Any, on_stage: Callable[..., Any], **kwargs: Any) -> Any:
-        on_stage(_stage("matching"), 50)
+    def killed(target: Any, profile: Any, options: Any, on_progress: Callable[..., Any]) -> Any:
+        on_progress(_stage("matching"), 50)
         os.kill(os.getpid(), signal.SIGKILL)
 
     _engine(monkeypatch, killed)
@@ -292,14 +296,12 @@ def test_job_longer_than_the_function_timeout_fails_as_timeout(
     _assert_failed(job, "processing_timeout", stack)
 
 
-def _job_in_processing(api: ApiClient, target: Path) -> str:
+def _job_in_processing(api: ApiClient, stack: Stack, target: Path) -> str:
     """A job the master function took and then died on (uploads done, status processing)."""
-    from mastering.config import load_settings
     from mastering.jobs.model import JobStatus, Stage
-    from mastering.jobs.store import DynamoJobStore
 
     job_id, _ = create_and_upload(api, target, None, preset="warm")
-    store = DynamoJobStore(load_settings().jobs_table)
+    store = stack.store()
     for old, new, stage in (
         (JobStatus.AWAITING_UPLOAD, JobStatus.QUEUED, Stage.QUEUED),
         (JobStatus.QUEUED, JobStatus.PROCESSING, Stage.MATCHING),
@@ -309,8 +311,7 @@ def _job_in_processing(api: ApiClient, target: Path) -> str:
                 job_id,
                 old,
                 new,
-                now="2026-01-01T00:00:00.000Z",
-                ttl=0,
+                now=datetime(2026, 1, 1, tzinfo=UTC),
                 stage=stage,
                 percent=40,
                 deadline_at=0,
@@ -331,7 +332,7 @@ def test_master_function_death_is_caught_by_the_on_failure_destination(
     api: ApiClient, stack: Stack, target: Path, lambda_error: str, code: str
 ) -> None:
     # Given a job whose master invocation died (timeout or out of memory)
-    job_id = _job_in_processing(api, target)
+    job_id = _job_in_processing(api, stack, target)
     record = copy.deepcopy(load_event("lifecycle-master-failure.json"))
     record["requestPayload"] = s3_event_for(f"uploads/{job_id}/target", 1000)
     record["responsePayload"] = {"errorMessage": lambda_error}
@@ -351,9 +352,9 @@ def test_sweep_expires_abandoned_uploads_and_fails_overdue_jobs(
     api: ApiClient, stack: Stack, target: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a job whose upload window has passed, and a job stuck in processing
-    monkeypatch.setenv("UPLOAD_WINDOW_S", "0")
+    stack.configure(upload_window_s=0)
     abandoned = api.call("POST", "/jobs", body={"target": declare(target), "preset": "warm"})
-    stuck = _job_in_processing(api, target)
+    stuck = _job_in_processing(api, stack, target)
     # When the scheduled sweep runs
     lifecycle = load_handler("presign", "lifecycle")
     report = lifecycle.handler(load_event("lifecycle-schedule.json"), FakeLambdaContext(30))
@@ -373,7 +374,7 @@ def test_reading_an_overdue_job_expires_it_and_a_late_upload_is_ignored(
     target: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("UPLOAD_WINDOW_S", "0")
+    stack.configure(upload_window_s=0)
     created = api.call("POST", "/jobs", body={"target": declare(target), "preset": "warm"}).body
     assert api.call("GET", f"/jobs/{created['job_id']}").body["status"] == "expired"
     # A late upload changes nothing

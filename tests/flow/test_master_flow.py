@@ -15,7 +15,7 @@ import requests
 import soundfile as sf
 
 from tests.audio_factory import tone_mix, write_wav
-from tests.conftest import ApiClient, Stack, s3_event_for
+from tests.conftest import ApiClient, Stack, load_handler, s3_event_for
 from tests.jobflow import create_and_upload, deliver
 from tests.oracles import ffmpeg_meter
 
@@ -112,6 +112,7 @@ def test_job_is_mastered_end_to_end(
 @pytest.mark.parametrize("order", [("reference", "target"), ("target", "reference")])
 def test_each_event_delivered_twice_in_either_order_runs_the_job_once(
     api: ApiClient,
+    stack: Stack,
     invoke_master: Callable[..., Any],
     quiet_target: Path,
     loud_reference: Path,
@@ -119,6 +120,7 @@ def test_each_event_delivered_twice_in_either_order_runs_the_job_once(
     order: tuple[str, str],
 ) -> None:
     import mastering.pipeline
+    from mastering.worker.isolation import run_inline
 
     runs: list[str] = []
     real = mastering.pipeline.master_files
@@ -128,7 +130,8 @@ def test_each_event_delivered_twice_in_either_order_runs_the_job_once(
         return real(request, on_progress)
 
     monkeypatch.setattr(mastering.pipeline, "master_files", counting)
-    monkeypatch.setenv("MASTERING_ISOLATION", "inline")  # count in this process
+    # Counted in this process: the master function runs the work inline.
+    load_handler("master").configure(stack.settings, isolate=run_inline)
 
     # Given both files uploaded
     job_id, sizes = create_and_upload(api, quiet_target, loud_reference)

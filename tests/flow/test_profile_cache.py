@@ -4,17 +4,14 @@ is neither downloaded nor analysed again. Reads are counted on the S3 client its
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-from mastering.storage import aws
 from tests.audio_factory import tone_mix, write_wav
-from tests.conftest import ApiClient, Stack
+from tests.conftest import ApiClient, Stack, emulated_s3, function_settings
 from tests.jobflow import create_and_upload, deliver
 
 RATE = 44_100
@@ -41,7 +38,7 @@ class S3Calls:
 @pytest.fixture
 def s3_calls(stack: Stack) -> Iterator[S3Calls]:
     calls = S3Calls()
-    events = aws.s3_client().meta.events
+    events = emulated_s3().meta.events
     events.register("before-parameter-build.s3", calls.record)
     yield calls
     events.unregister("before-parameter-build.s3", calls.record)
@@ -75,8 +72,8 @@ def _master(
 
 
 def _profiles() -> list[str]:
-    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-    listing = s3.list_objects_v2(Bucket=os.environ["RESULTS_BUCKET"], Prefix="profiles/")
+    s3 = emulated_s3()
+    listing = s3.list_objects_v2(Bucket=function_settings().results_bucket, Prefix="profiles/")
     return [obj["Key"] for obj in listing.get("Contents", [])]
 
 
@@ -97,9 +94,9 @@ def test_second_job_with_the_same_reference_skips_its_download_and_analysis(
     # When the same owner masters another track against the same reference file,
     # with analysis of reference files made impossible
     s3_calls.clear()
-    import mastering.engine.master
+    import mastering.pipeline
 
-    monkeypatch.setattr(mastering.engine.master, "analyze_file", _refuse_analysis)
+    monkeypatch.setattr(mastering.pipeline, "analyze_file", _refuse_analysis)
     second = _master(api, invoke_master, make_wav("two.wav", 3, -20.0), reference)
 
     # Then it succeeds with the same reference loudness, having read only the target
@@ -145,8 +142,10 @@ def test_a_damaged_cache_entry_is_analysed_again_and_replaced(
     first = _master(api, invoke_master, make_wav("one.wav", 1, -18.0), reference)
     assert first["status"] == "succeeded", first["error"]
     (key,) = _profiles()
-    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-    s3.put_object(Bucket=os.environ["RESULTS_BUCKET"], Key=key, Body=b'{"format": "nonsense"}')
+    s3 = emulated_s3()
+    s3.put_object(
+        Bucket=function_settings().results_bucket, Key=key, Body=b'{"format": "nonsense"}'
+    )
 
     # When the next job uses the same reference
     s3_calls.clear()
@@ -156,7 +155,7 @@ def test_a_damaged_cache_entry_is_analysed_again_and_replaced(
     assert second["status"] == "succeeded", second["error"]
     assert len(s3_calls.gets("/reference")) == 1
     assert second["metrics"]["reference_lufs"] == first["metrics"]["reference_lufs"]
-    body = s3.get_object(Bucket=os.environ["RESULTS_BUCKET"], Key=key)["Body"].read()
+    body = s3.get_object(Bucket=function_settings().results_bucket, Key=key)["Body"].read()
     assert b"spectrum-reference-profile" in body
 
 

@@ -62,18 +62,15 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def webhook_env(receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> Receiver:
-    monkeypatch.setenv("WEBHOOK_URL", receiver.url)
-    monkeypatch.setenv("WEBHOOK_SECRET", SECRET)
-    monkeypatch.setenv("WEBHOOK_ALLOW_LOOPBACK", "1")
+def webhook_env(receiver: Receiver, stack: Stack) -> Receiver:
+    from mastering.config import WebhookSettings
+
+    stack.configure(webhook=WebhookSettings(url=receiver.url, secret=SECRET, allow_loopback=True))
     return receiver
 
 
-def _stored_webhook(job_id: str) -> dict[str, Any] | None:
-    from mastering.config import load_settings
-    from mastering.jobs.store import DynamoJobStore
-
-    job = DynamoJobStore(load_settings().jobs_table).get(job_id)
+def _stored_webhook(stack: Stack, job_id: str) -> dict[str, Any] | None:
+    job = stack.store().get(job_id)
     assert job is not None
     return job.webhook
 
@@ -113,7 +110,11 @@ def test_succeeded_job_sends_a_signed_webhook_with_the_job_body(
     assert set(data["results"]) == {"wav16"}
     assert data["results"]["wav16"]["url"].startswith("http")
     # And the delivery is recorded on the job
-    assert _stored_webhook(job_id) == {"state": "delivered", "attempts": 1, "status_code": 204}
+    assert _stored_webhook(stack, job_id) == {
+        "state": "delivered",
+        "attempts": 1,
+        "status_code": 204,
+    }
 
 
 @pytest.mark.slow
@@ -177,21 +178,18 @@ def test_failed_job_sends_job_failed_with_its_error(
 def test_master_death_also_sends_job_failed(
     api: ApiClient, stack: Stack, webhook_env: Receiver, tmp_path: Path
 ) -> None:
-    from mastering.config import load_settings
     from mastering.jobs.model import JobStatus, Stage
-    from mastering.jobs.store import DynamoJobStore
     from tests.conftest import s3_event_for
 
     # Given a job in processing whose master invocation timed out
     target, _ = _files(tmp_path)
     job_id, _ = create_and_upload(api, target, None, preset="warm")
-    store = DynamoJobStore(load_settings().jobs_table)
+    store = stack.store()
     store.transition(
         job_id,
         JobStatus.AWAITING_UPLOAD,
         JobStatus.QUEUED,
-        now="2026-01-01T00:00:00.000Z",
-        ttl=0,
+        now=datetime(2026, 1, 1, tzinfo=UTC),
         stage=Stage.QUEUED,
         percent=0,
     )
@@ -199,8 +197,7 @@ def test_master_death_also_sends_job_failed(
         job_id,
         JobStatus.QUEUED,
         JobStatus.PROCESSING,
-        now="2026-01-01T00:00:00.000Z",
-        ttl=0,
+        now=datetime(2026, 1, 1, tzinfo=UTC),
         stage=Stage.MATCHING,
         percent=40,
     )
@@ -306,9 +303,10 @@ def test_refused_webhook_never_fails_a_succeeded_job(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from mastering.config import WebhookSettings
+
     # Given a deployment misconfigured with a private webhook address
-    monkeypatch.setenv("WEBHOOK_URL", "https://10.20.30.40/hook")
-    monkeypatch.setenv("WEBHOOK_SECRET", SECRET)
+    stack.configure(webhook=WebhookSettings(url="https://10.20.30.40/hook", secret=SECRET))
     target, reference = _files(tmp_path)
     job_id, sizes = create_and_upload(api, target, reference)
     # When the job runs
@@ -316,6 +314,6 @@ def test_refused_webhook_never_fails_a_succeeded_job(
         deliver(invoke_master, job_id, role, size)
     # Then the job still succeeded and the refusal is recorded
     assert api.call("GET", f"/jobs/{job_id}").body["status"] == "succeeded"
-    webhook = _stored_webhook(job_id)
+    webhook = _stored_webhook(stack, job_id)
     assert webhook is not None
     assert (webhook["state"], webhook["attempts"]) == ("refused", 0)

@@ -162,9 +162,10 @@ def test_scheduled_sweep_expires_only_overdue_uploads(
     lifecycle: Runtime, stack: Stack, api: ApiClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given one job whose upload window has already closed and one still open
-    monkeypatch.setenv("UPLOAD_WINDOW_S", "0")
+    window = stack.settings.upload_window_s
+    stack.configure(upload_window_s=0)
     overdue = api.call("POST", "/jobs", body={"target": _declared(), "preset": "balanced"})
-    monkeypatch.delenv("UPLOAD_WINDOW_S")
+    stack.configure(upload_window_s=window)
     waiting = api.call("POST", "/jobs", body={"target": _declared(), "preset": "balanced"})
     assert overdue.status == waiting.status == 201
 
@@ -186,21 +187,13 @@ def test_master_failure_record_fails_the_job_it_carries(
     lifecycle: Runtime, stack: Stack, api: ApiClient
 ) -> None:
     # Given a job whose uploads both landed, so it is queued for the master function
-    from mastering.config import load_settings
-    from mastering.jobs.store import DynamoJobStore
-    from mastering.storage.objects import S3Storage
     from mastering.worker.runner import UploadNotice, WorkerPorts, accept_upload
 
     created = api.call("POST", "/jobs", body={"target": _declared(), "reference": _declared()})
     assert created.status == 201
     job_id = created.body["job_id"]
-    settings = load_settings()
-    ports = WorkerPorts(
-        settings=settings,
-        store=DynamoJobStore(settings.jobs_table),
-        storage=S3Storage(),
-        master_timeout_s=900,
-    )
+    settings = stack.settings
+    ports = WorkerPorts(settings=settings, store=stack.store(), storage=stack.storage())
     for role in ("target", "reference"):
         queued = accept_upload(
             UploadNotice(settings.uploads_bucket, f"uploads/{job_id}/{role}"), ports=ports

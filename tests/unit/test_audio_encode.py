@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from mastering.audio.decode import decode_audio
-from mastering.audio.encode import encode
+from mastering.audio.encode import output_path, write_files
 from mastering.errors import InternalError
 from mastering.formats import OutputFormat
 from tests.audio_factory import best_correlation, tone_mix
 
 RATE = 44_100
+
+
+def encode(samples: np.ndarray, rate: int, fmt: OutputFormat, folder: Path, **options: Any) -> Path:
+    """One format written by the service's writer into ``folder``."""
+    frames = samples.reshape(samples.shape[0], -1).astype(np.float32)
+    return write_files(frames, rate, (fmt,), folder, **options)[fmt]
 
 
 @pytest.fixture
@@ -39,10 +46,10 @@ def test_lossless_outputs_round_trip(
     tolerance: float,
 ) -> None:
     # Given a 2 s stereo master
-    dest = tmp_path / f"mastered.{fmt.value}"
+    dest = output_path(tmp_path, fmt)
 
     # When it is encoded
-    written = encode(master, RATE, fmt, dest)
+    written = encode(master, RATE, fmt, tmp_path)
 
     # Then the file has the promised container and bit depth and holds the same samples
     assert written == dest
@@ -56,10 +63,8 @@ def test_lossless_outputs_round_trip(
 
 def test_mp3_is_320k_and_decodes_to_the_same_music(tmp_path: Path, master: np.ndarray) -> None:
     # Given a 2 s stereo master
-    dest = tmp_path / "mastered.mp3"
-
     # When it is encoded as MP3
-    encode(master, RATE, OutputFormat.MP3, dest)
+    dest = encode(master, RATE, OutputFormat.MP3, tmp_path)
 
     # Then it is a 320 kb/s MP3 that decodes to 2 s of the same stereo music
     info = sf.info(dest)
@@ -72,7 +77,7 @@ def test_mp3_is_320k_and_decodes_to_the_same_music(tmp_path: Path, master: np.nd
     assert (audio.sample_rate, audio.channels) == (RATE, 2)
     assert audio.duration_s == pytest.approx(2.0, abs=0.1)
     assert best_correlation(audio.samples, master) > 0.95
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mastered.mp3", "work"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [dest.name, "work"]
 
 
 @pytest.mark.parametrize(("rate", "mp3_rate"), [(96_000, 48_000), (88_200, 44_100)])
@@ -81,7 +86,7 @@ def test_mp3_of_a_high_rate_master_is_resampled(tmp_path: Path, rate: int, mp3_r
     samples = tone_mix(1.0, rate, 2, seed=8)
 
     # When it is encoded as MP3, Then it comes out at the nearest rate of the same family
-    dest = encode(samples, rate, OutputFormat.MP3, tmp_path / "m.mp3")
+    dest = encode(samples, rate, OutputFormat.MP3, tmp_path)
     info = sf.info(dest)
     assert info.samplerate == mp3_rate
     assert info.duration == pytest.approx(1.0, abs=0.1)
@@ -92,8 +97,8 @@ def test_mono_flat_array_is_written_as_mono(tmp_path: Path) -> None:
     samples = tone_mix(1.0, RATE, 1)[:, 0]
 
     # When it is encoded to WAV and MP3, Then both are one channel
-    wav = encode(samples, RATE, OutputFormat.WAV16, tmp_path / "m.wav")
-    mp3 = encode(samples, RATE, OutputFormat.MP3, tmp_path / "m.mp3")
+    wav = encode(samples, RATE, OutputFormat.WAV16, tmp_path)
+    mp3 = encode(samples, RATE, OutputFormat.MP3, tmp_path)
     assert sf.info(wav).channels == 1
     assert sf.info(mp3).channels == 1
 
@@ -103,7 +108,7 @@ def test_overs_are_clipped_not_wrapped(tmp_path: Path) -> None:
     samples = np.array([[1.5, -1.5], [0.5, -0.5], [2.0, -3.0]] * 100, dtype=np.float32)
 
     # When it is encoded to 16-bit WAV
-    dest = encode(samples, RATE, OutputFormat.WAV16, tmp_path / "m.wav")
+    dest = encode(samples, RATE, OutputFormat.WAV16, tmp_path)
 
     # Then overs sit at full scale with their sign kept, and the rest is untouched
     read_back, _ = sf.read(dest, dtype="float32", always_2d=True)
@@ -120,25 +125,23 @@ def test_nan_in_a_master_fails_without_leaving_a_file(tmp_path: Path, master: np
 
     # When it is encoded, Then it is our error and nothing is left behind
     with pytest.raises(InternalError):
-        encode(broken, RATE, OutputFormat.WAV24, tmp_path / "m.wav")
+        encode(broken, RATE, OutputFormat.WAV24, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_failed_mp3_encode_leaves_no_file(tmp_path: Path, master: np.ndarray) -> None:
     # Given an ffmpeg path that does not exist
-    dest = tmp_path / "m.mp3"
-
     # When an MP3 is encoded, Then it fails as our error and leaves no partial file
     with pytest.raises(InternalError, match="ffmpeg is not available"):
-        encode(master, RATE, OutputFormat.MP3, dest, ffmpeg_path=str(tmp_path / "nope"))
+        encode(master, RATE, OutputFormat.MP3, tmp_path, ffmpeg_path=str(tmp_path / "nope"))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_encoding_replaces_an_existing_file(tmp_path: Path, master: np.ndarray) -> None:
     # Given a stale file where the master goes
-    dest = tmp_path / "m.flac"
+    dest = output_path(tmp_path, OutputFormat.FLAC)
     dest.write_bytes(b"stale")
 
     # When the master is encoded there, Then the file is the new FLAC
-    encode(master, RATE, OutputFormat.FLAC, dest)
+    encode(master, RATE, OutputFormat.FLAC, tmp_path)
     assert sf.info(dest).frames == master.shape[0]

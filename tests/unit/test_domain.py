@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mastering.errors import ErrorCode, InvalidRequest, error_from_code
-from mastering.formats import InputKind, input_kind_for
-from mastering.jobs.model import (
-    ALLOWED_TRANSITIONS,
-    TERMINAL_STATUSES,
-    InputRole,
-    JobStatus,
-    can_transition,
-)
+from mastering.formats import InputKind, InputRole, input_kind_for
+from mastering.jobs.model import ALLOWED_TRANSITIONS, TERMINAL_STATUSES, JobStatus, can_transition
 from mastering.service.requests import parse_create_job
 from mastering.storage.keys import parse_upload_key, result_key, upload_key
 from mastering.worker.lifecycle import failure_reason

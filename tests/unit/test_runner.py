@@ -12,10 +12,11 @@ import pytest
 
 from mastering.config import Settings
 from mastering.errors import InvalidAudio
-from mastering.formats import InputKind, OutputFormat
-from mastering.jobs.model import DeclaredInput, InputRole, Job, JobStatus, Stage
+from mastering.formats import InputKind, InputRole, OutputFormat
+from mastering.jobs.model import DeclaredInput, Job, JobStatus, Stage
 from mastering.pipeline import MasteringOutcome, MasteringRequest
 from mastering.storage.keys import upload_key
+from mastering.worker.isolation import run_inline
 from mastering.worker.runner import UploadNotice, WorkerPorts, accept_upload, run_job
 from tests.fakes import FakeStorage, InMemoryJobStore, RecordingNotifier
 
@@ -62,18 +63,17 @@ def _fake_master(calls: list[MasteringRequest]) -> Callable[..., MasteringOutcom
 
 
 @pytest.fixture
-def world(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    monkeypatch.setenv("MASTERING_ISOLATION", "inline")
+def world(settings: Settings) -> dict[str, Any]:
     store, storage, notifier = InMemoryJobStore(), FakeStorage(), RecordingNotifier()
     calls: list[MasteringRequest] = []
     ports = WorkerPorts(
         settings=settings,
         store=store,
         storage=storage,
-        master_timeout_s=900,
         clock=lambda: NOW,
         master=_fake_master(calls),
         preload=lambda: None,
+        isolate=run_inline,
         notifier=notifier,
     )
     return {
@@ -91,7 +91,7 @@ def _land(world: dict[str, Any], role: InputRole, data: bytes = b"RIFF....") -> 
 
 
 def test_job_starts_only_when_its_last_input_lands_and_only_once(world: dict[str, Any]) -> None:
-    world["store"].create(_job(InputRole.TARGET, InputRole.REFERENCE), ttl=0)
+    world["store"].create(_job(InputRole.TARGET, InputRole.REFERENCE))
     assert _land(world, InputRole.TARGET) is None
     assert _land(world, InputRole.TARGET) is None  # duplicate event
     ready = _land(world, InputRole.REFERENCE)
@@ -103,7 +103,7 @@ def test_job_starts_only_when_its_last_input_lands_and_only_once(world: dict[str
 def test_success_uploads_every_output_records_metrics_and_notifies_once(
     world: dict[str, Any], settings: Settings
 ) -> None:
-    world["store"].create(_job(InputRole.TARGET), ttl=0)
+    world["store"].create(_job(InputRole.TARGET))
     ready = _land(world, InputRole.TARGET)
     assert ready is not None
     done = run_job(ready, remaining_s=lambda: 600.0, ports=world["ports"])
@@ -121,7 +121,7 @@ def test_success_uploads_every_output_records_metrics_and_notifies_once(
 def test_failed_upload_of_a_result_removes_the_ones_already_written(
     world: dict[str, Any],
 ) -> None:
-    world["store"].create(_job(InputRole.TARGET), ttl=0)
+    world["store"].create(_job(InputRole.TARGET))
     ready = _land(world, InputRole.TARGET)
     assert ready is not None
     world["storage"].fail_uploads_after = 1
@@ -137,7 +137,7 @@ def test_typed_engine_error_ends_the_job_with_its_code(world: dict[str, Any]) ->
         raise InvalidAudio("The target is not audio")
 
     ports = world["ports"]
-    world["store"].create(_job(InputRole.TARGET), ttl=0)
+    world["store"].create(_job(InputRole.TARGET))
     ready = _land(world, InputRole.TARGET)
     assert ready is not None
     import dataclasses
@@ -153,7 +153,7 @@ def test_typed_engine_error_ends_the_job_with_its_code(world: dict[str, Any]) ->
 def test_a_broken_notifier_never_changes_the_outcome(world: dict[str, Any]) -> None:
     import dataclasses
 
-    world["store"].create(_job(InputRole.TARGET), ttl=0)
+    world["store"].create(_job(InputRole.TARGET))
     ready = _land(world, InputRole.TARGET)
     assert ready is not None
     ports = dataclasses.replace(world["ports"], notifier=RecordingNotifier(explode=True))
@@ -163,7 +163,7 @@ def test_a_broken_notifier_never_changes_the_outcome(world: dict[str, Any]) -> N
 
 
 def test_oversized_second_input_fails_before_any_download(world: dict[str, Any]) -> None:
-    world["store"].create(_job(InputRole.TARGET, InputRole.REFERENCE), ttl=0)
+    world["store"].create(_job(InputRole.TARGET, InputRole.REFERENCE))
     _land(world, InputRole.TARGET)
     ready = _land(world, InputRole.REFERENCE, data=b"x" * 5000)  # declared 1000
     assert ready is not None

@@ -28,6 +28,7 @@ from mastering.jobs.model import Stage
 from mastering.options import RequestedOptions, resolve_options
 from mastering.pipeline import FileMeasurement, MasteringOutcome, MasteringRequest
 from mastering.presets import PRESETS
+from mastering.worker.isolation import run_inline
 
 Master = Callable[[MasteringRequest, Callable[[Stage, int], None]], MasteringOutcome]
 ORIGINAL_ENV_EXAMPLE = """\
@@ -77,12 +78,6 @@ def tracks(tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
-@pytest.fixture
-def inline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run the engine in this process, so a fake can record what it is given."""
-    monkeypatch.setenv("MASTERING_ISOLATION", "inline")
-
-
 def fake_master(
     calls: list[MasteringRequest] | None = None,
     *,
@@ -127,14 +122,13 @@ def attempts(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-@pytest.mark.usefixtures("inline")
 def test_the_pipeline_gets_the_preset_and_the_resolved_options(
     settings: StdioSettings, tracks: dict[str, Path]
 ) -> None:
     # Given a backend on a recording engine
     calls: list[MasteringRequest] = []
     out = io.StringIO()
-    backend = StdioBackend(settings, out, master=fake_master(calls))
+    backend = StdioBackend(settings, out, master=fake_master(calls), isolate=run_inline)
     # When the plugin asks for a preset by name, with a loudness and an intensity
     (reply,) = serve(
         backend,
@@ -156,7 +150,6 @@ def test_the_pipeline_gets_the_preset_and_the_resolved_options(
     assert request.outputs == (OUTPUT_FORMAT,)
 
 
-@pytest.mark.usefixtures("inline")
 def test_the_success_message_gives_the_results_loudness_true_peak_and_warnings(
     settings: StdioSettings, tracks: dict[str, Path]
 ) -> None:
@@ -174,7 +167,6 @@ def test_the_success_message_gives_the_results_loudness_true_peak_and_warnings(
     assert "Warning: Reached -14.0 of -9 LUFS." in reply["message"]
 
 
-@pytest.mark.usefixtures("inline")
 def test_results_of_tracks_with_the_same_name_never_overwrite_each_other(
     settings: StdioSettings, tracks: dict[str, Path]
 ) -> None:
@@ -282,7 +274,6 @@ def test_audio_the_engine_refuses_is_not_retried(
     assert attempts(counter) == 1
 
 
-@pytest.mark.usefixtures("inline")
 def test_every_error_reply_is_logged_with_its_request(
     settings: StdioSettings, tracks: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +19,6 @@ import numpy.typing as npt
 import soundfile as sf
 
 from mastering.audio import ffmpeg as _ffmpeg
-from mastering.audio.measure import all_finite, format_duration
-from mastering.audio.measure import validate_for_mastering as validate_for_mastering
 from mastering.audio.sniff import is_truncated, sniff_kind
 from mastering.errors import (
     AudioTooLong,
@@ -30,8 +28,10 @@ from mastering.errors import (
     UnsupportedFormat,
 )
 from mastering.formats import InputKind
+from mastering.track import Track
+from mastering.validation import format_duration
 
-__all__ = ["DecodedAudio", "decode_audio", "validate_for_mastering"]
+__all__ = ["decode_audio"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,28 +62,6 @@ _DEMUXERS: dict[InputKind, str] = {
 _ACCEPTED = "WAV, AIFF, FLAC, MP3, Ogg (Vorbis or Opus), M4A or AAC"
 
 
-@dataclass(frozen=True)
-class DecodedAudio:
-    samples: npt.NDArray[np.float32]  # (frames, channels), C-contiguous
-    sample_rate: int
-
-    def __post_init__(self) -> None:
-        if self.samples.ndim != 2 or self.sample_rate <= 0:
-            raise ValueError("DecodedAudio needs (frames, channels) samples and a positive rate")
-
-    @property
-    def channels(self) -> int:
-        return int(self.samples.shape[1])
-
-    @property
-    def frames(self) -> int:
-        return int(self.samples.shape[0])
-
-    @property
-    def duration_s(self) -> float:
-        return self.frames / self.sample_rate
-
-
 def decode_audio(
     path: Path,
     work_dir: Path,
@@ -91,12 +69,12 @@ def decode_audio(
     role: str,
     max_duration_s: float,
     ffmpeg_path: str | None = None,
-) -> DecodedAudio:
+) -> Track:
     """Decode ``path`` to float32 samples.
 
     ``role`` ("target" or "reference") names the file in every error. Raises InvalidAudio,
     UnsupportedFormat or AudioTooLong for files the user must replace; minimum length and
-    silence are left to ``validate_for_mastering``. Temporary files go in ``work_dir`` and
+    silence are left to ``mastering.validation``. Temporary files go in ``work_dir`` and
     are gone when this returns.
     """
     try:
@@ -114,7 +92,7 @@ def decode_audio(
     if kind in (InputKind.WAV, InputKind.AIFF) and is_truncated(path):
         raise InvalidAudio(f"The {role} file is incomplete (cut off); upload it again")
 
-    audio: DecodedAudio | None = None
+    audio: Track | None = None
     if kind in _SOUNDFILE_KINDS:
         audio = _read_with_soundfile(path, role=role, max_duration_s=max_duration_s)
     if audio is None:
@@ -130,7 +108,7 @@ def decode_audio(
     return audio
 
 
-def _read_with_soundfile(path: Path, *, role: str, max_duration_s: float) -> DecodedAudio | None:
+def _read_with_soundfile(path: Path, *, role: str, max_duration_s: float) -> Track | None:
     """The decoded file, or None when libsndfile cannot read it and ffmpeg should try."""
     try:
         with sf.SoundFile(path) as handle:
@@ -149,7 +127,7 @@ def _read_with_soundfile(path: Path, *, role: str, max_duration_s: float) -> Dec
         # decoders are more forgiving, so they get a turn before the user is told no.
         logger.info("soundfile could not read the %s (%s); trying ffmpeg", role, exc)
         return None
-    return DecodedAudio(np.ascontiguousarray(samples, dtype=np.float32), rate)
+    return Track(np.ascontiguousarray(samples, dtype=np.float32), rate)
 
 
 # Integer PCM libsndfile converts to float as sample / 2^(bits - 1) (exact in float32).
@@ -191,7 +169,7 @@ def _read_with_ffmpeg(
     role: str,
     max_duration_s: float,
     ffmpeg_path: str | None,
-) -> DecodedAudio:
+) -> Track:
     # A name of our own: nothing from the upload reaches ffmpeg's output argument.
     out = work_dir / f"decode-{uuid.uuid4().hex}.wav"
     source = path.resolve()
@@ -245,7 +223,7 @@ def _read_with_ffmpeg(
             raise InvalidAudio(f"The {role} could not be decoded") from exc
     finally:
         out.unlink(missing_ok=True)
-    return DecodedAudio(np.ascontiguousarray(samples, dtype=np.float32), rate)
+    return Track(np.ascontiguousarray(samples, dtype=np.float32), rate)
 
 
 def _reason(stderr: bytes, path: Path) -> str:
@@ -279,8 +257,75 @@ def _check_shape(
         )
 
 
-def _check_samples(audio: DecodedAudio, *, role: str) -> None:
+def _check_samples(audio: Track, *, role: str) -> None:
     if audio.frames == 0 or audio.channels == 0:
         raise InvalidAudio(f"The {role} contains no audio")
-    if not all_finite(audio.samples):
+    if not audio.is_finite():
         raise InvalidAudio(f"The {role} contains invalid samples (NaN or infinity)")
+
+
+# Frames read at a time from ffmpeg when streaming a decode.
+_STREAM_BLOCK_FRAMES = 1 << 16
+# Decoding an hour of MP3 takes a few seconds.
+_STREAM_TIMEOUT_S = 300.0
+
+
+def stream_decoded(
+    path: Path, *, channels: int, ffmpeg_path: str | None
+) -> Iterator[npt.NDArray[np.float32]]:
+    """The samples of a file we wrote (an MP3, say), as ffmpeg decodes it, block by
+    block: (frames, channels) float32. For measuring what a listener will hear without
+    holding the whole decode (an hour would be another 1.3 GB). InternalError if
+    ffmpeg fails: the file is ours, so that is our fault."""
+    stderr_path = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.decode.log")
+    args = [
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-protocol_whitelist",
+        "file,pipe",
+        "-i",
+        f"file:{path}",
+        "-map",
+        "0:a:0",
+        "-ac",
+        str(channels),
+        "-f",
+        "f32le",
+        "pipe:1",
+    ]
+    process = _ffmpeg.start_ffmpeg(
+        args, ffmpeg_path=ffmpeg_path, stderr_path=stderr_path, stdin=False, stdout=True
+    )
+    frame_bytes = 4 * channels
+    leftover = b""
+    try:
+        if process.stdout is None:
+            raise InternalError("Decoding a result failed")
+        while chunk := process.stdout.read(_STREAM_BLOCK_FRAMES * frame_bytes):
+            data = leftover + chunk
+            whole = len(data) - len(data) % frame_bytes
+            leftover = data[whole:]
+            yield np.frombuffer(data[:whole], dtype="<f4").reshape(-1, channels)
+        returncode = process.wait(timeout=_STREAM_TIMEOUT_S)
+        if returncode != 0:
+            logger.error(
+                "ffmpeg failed to decode a result: %s",
+                _ffmpeg.summarise_stderr(_read_bytes(stderr_path)),
+            )
+            raise InternalError("Decoding a result failed")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+        stderr_path.unlink(missing_ok=True)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""

@@ -1,7 +1,12 @@
 """Locating the ffmpeg binary and running it without a shell.
 
-The master function's image carries ffmpeg from the ``imageio-ffmpeg`` wheel (a static
-build with no ffprobe); ``FFMPEG_PATH`` overrides it, e.g. for a system ffmpeg locally.
+The master function's image carries a static ffmpeg at the path its settings give
+(``FFMPEG_PATH``, read by ``mastering.config``); elsewhere the one of the
+``imageio-ffmpeg`` wheel is used, else the one on PATH.
+
+ffmpeg gets an empty environment: a static binary needs none, and variables such as
+``FFREPORT`` (log files in the working directory) or ``AV_LOG_FORCE_COLOR`` (escape
+codes in the stderr we parse) must not reach it.
 """
 
 from __future__ import annotations
@@ -12,14 +17,14 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from mastering.errors import InternalError, ProcessingTimeout
 
 logger = logging.getLogger(__name__)
 
-# FFREPORT makes ffmpeg write log files into the working directory and
-# AV_LOG_FORCE_COLOR puts escape codes into the stderr we parse.
-_SCRUBBED_ENV = frozenset({"FFREPORT", "AV_LOG_FORCE_COLOR"})
+# Everything ffmpeg needs; see the module's docstring.
+_ENVIRONMENT: dict[str, str] = {"LC_ALL": "C"}
 
 # "[mp3 @ 0x55d0c0a1b2c0] " and "[in#0 @ 0x...] " prefixes on ffmpeg log lines.
 _LOG_PREFIX = re.compile(r"^\[[^\]]*@ 0x[0-9a-fA-F]+\]\s*")
@@ -27,12 +32,9 @@ _ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")
 
 
 def find_ffmpeg(explicit: str | None = None) -> str:
-    """The ffmpeg executable to run: ``explicit``, ``$FFMPEG_PATH``, imageio-ffmpeg's, or PATH's."""
+    """The ffmpeg executable to run: ``explicit``, imageio-ffmpeg's, or PATH's."""
     if explicit:
         return explicit
-    from_env = os.environ.get("FFMPEG_PATH", "").strip()
-    if from_env:
-        return from_env
     try:
         import imageio_ffmpeg
     except ImportError:
@@ -69,7 +71,6 @@ def run_ffmpeg(
     and InternalError when the executable cannot be started.
     """
     exe = find_ffmpeg(ffmpeg_path)
-    env = {key: value for key, value in os.environ.items() if key not in _SCRUBBED_ENV}
     command = [exe, *args]
     try:
         if stdin_data is None:
@@ -79,7 +80,7 @@ def run_ffmpeg(
                 capture_output=True,
                 timeout=timeout_s,
                 check=False,
-                env=env,
+                env=_ENVIRONMENT,
             )
         return subprocess.run(
             command,
@@ -87,7 +88,7 @@ def run_ffmpeg(
             capture_output=True,
             timeout=timeout_s,
             check=False,
-            env=env,
+            env=_ENVIRONMENT,
         )
     except subprocess.TimeoutExpired as exc:
         logger.warning("ffmpeg timed out after %.0f s", timeout_s)
@@ -112,7 +113,6 @@ def start_ffmpeg(
     full pipe would stall ffmpeg and then us. Raises InternalError if it cannot start.
     """
     exe = find_ffmpeg(ffmpeg_path)
-    env = {key: value for key, value in os.environ.items() if key not in _SCRUBBED_ENV}
     try:
         with open(stderr_path, "wb") as stderr:
             return subprocess.Popen(
@@ -120,10 +120,11 @@ def start_ffmpeg(
                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
                 stderr=stderr,
-                env=env,
+                env=_ENVIRONMENT,
             )
     except OSError as exc:
         logger.error("could not start ffmpeg at %s: %s", exe, exc)
+        Path(stderr_path).unlink(missing_ok=True)
         raise InternalError("ffmpeg is not available") from exc
 
 

@@ -38,6 +38,7 @@ from mastering.formats import OutputFormat
 if TYPE_CHECKING:
     from mastering.jobs.model import Stage
     from mastering.pipeline import MasteringOutcome, MasteringRequest
+    from mastering.worker.runner import Isolator
 
     MasterFunction = Callable[[MasteringRequest, Callable[[Stage, int], None]], MasteringOutcome]
 
@@ -104,11 +105,17 @@ def success_message(request: TrackRequest, outcome: MasteringOutcome, elapsed_s:
 
 class StdioBackend:
     def __init__(
-        self, settings: StdioSettings, out: TextIO, master: MasterFunction | None = None
+        self,
+        settings: StdioSettings,
+        out: TextIO,
+        master: MasterFunction | None = None,
+        isolate: Isolator | None = None,
     ) -> None:
         self._settings = settings
         self._out = out
         self._master = master
+        # Where an attempt runs: a forked child with a deadline, unless a test says.
+        self._isolate = isolate
         self._engine_loaded = False
         self._count = 0
 
@@ -194,6 +201,7 @@ class StdioBackend:
 
         settings = self._settings
         master = self._master or master_files
+        isolate = self._isolate or run_isolated
         if settings.temp_dir is not None:
             settings.temp_dir.mkdir(parents=True, exist_ok=True)
         # A fresh directory per attempt, named by us: never the user's file names.
@@ -214,7 +222,7 @@ class StdioBackend:
             def log_progress(stage: str, percent: int) -> None:
                 logger.debug("%s: %s %d%%", name, stage, percent)
 
-            outcome = run_isolated(
+            outcome = isolate(
                 lambda progress: master(pipeline_request, progress),
                 budget_s=deadline - time.monotonic(),
                 on_progress=log_progress,

@@ -21,5 +21,7 @@ ENV_API_URL = "MASTERING_API_URL"
 ENV_ALLOWED_ORIGINS = "MASTERING_ALLOWED_ORIGINS"
 ENV_FUNCTIONS_DIR = "MASTERING_FUNCTIONS_DIR"
 
-# The master function's timeout (template.yaml MasterTimeout), read by the handler too.
+# The master function's timeout: template.yaml's MasterTimeout default, as
+# ``mastering.config.DEFAULT_MASTER_TIMEOUT_S`` (kept import-free here; a test checks
+# the three agree).
 MASTER_TIMEOUT_S = 360

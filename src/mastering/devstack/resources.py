@@ -7,11 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
-
-from mastering.config import Settings
+from mastering import clients
+from mastering.config import AwsSettings, Settings
 from mastering.jobs.store import STATUS_DEADLINE_INDEX
-from mastering.storage import aws
 from mastering.storage.keys import UPLOADS_PREFIX
 
 
@@ -22,8 +20,8 @@ def _create_bucket(client: Any, name: str, region: str) -> None:
         client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region})
 
 
-def create_jobs_table(table_name: str) -> None:
-    client = aws.dynamodb_resource().meta.client
+def create_jobs_table(table_name: str, aws: AwsSettings) -> None:
+    client = clients.dynamodb_resource(aws).meta.client
     client.create_table(
         TableName=table_name,
         BillingMode="PAY_PER_REQUEST",
@@ -67,7 +65,7 @@ def _put_cors(client: Any, bucket: str, origins: tuple[str, ...], methods: list[
 
 
 def create_resources(settings: Settings) -> None:
-    s3 = aws.s3_client()
+    s3 = clients.s3_client(settings.aws)
     region = s3.meta.region_name
     _create_bucket(s3, settings.uploads_bucket, region)
     _create_bucket(s3, settings.results_bucket, region)
@@ -75,7 +73,7 @@ def create_resources(settings: Settings) -> None:
         # Browsers POST uploads with the presigned form and fetch results by URL.
         _put_cors(s3, settings.uploads_bucket, settings.allowed_origins, ["POST"])
         _put_cors(s3, settings.results_bucket, settings.allowed_origins, ["GET", "HEAD"])
-    create_jobs_table(settings.jobs_table)
+    create_jobs_table(settings.jobs_table, settings.aws)
 
 
 def create_upload_notifications(
@@ -89,8 +87,8 @@ def create_upload_notifications(
     queue URL. ``visibility_timeout_s`` is the queue's default; a consumer that
     takes a message for long work should lengthen it for that message.
     """
-    s3 = aws.s3_client()
-    sqs = boto3.client("sqs", region_name=s3.meta.region_name)
+    s3 = clients.s3_client(settings.aws)
+    sqs = clients.sqs_client(settings.aws)
     queue_url = str(
         sqs.create_queue(
             QueueName=queue_name,

@@ -8,10 +8,11 @@
   queue, with the lifecycle function as their on-failure destination;
 - the lifecycle function's sweep, every minute as the EventBridge schedule runs it.
 
-The handlers read their configuration from the environment, as in Lambda: the
-stack sets the same variable names in this process (the presign and lifecycle
-functions run here) and in the worker processes, and restores this process's
-environment when it stops. Used by ``mastering serve`` and by tests.
+The stack builds the functions' ``Settings`` itself and hands them to the presign and
+lifecycle functions that run in this process (``configure``); the worker processes,
+being Lambda sandboxes, get the same values as the environment variables
+template.yaml sets. This process's own environment is left alone. Used by
+``mastering serve`` and by tests.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from types import ModuleType, TracebackType
 from typing import Any
 
 from mastering import SERVICE_NAME
+from mastering.config import AwsSettings, Settings, WebhookSettings
 from mastering.devstack import defaults
 from mastering.devstack.handlers import (
     ACCOUNT_ID,
@@ -66,7 +68,7 @@ LIFECYCLE_MEMORY_MB = 256
 _QUICK_DEATH_S = 10.0
 _MAX_RESTART_DELAY_S = 30.0
 
-# Variables that would send the handlers somewhere other than this stack.
+# Variables that would send the worker sandboxes somewhere other than this stack.
 _CLEARED_ENV = (
     "AWS_PROFILE",
     "AWS_SESSION_TOKEN",
@@ -149,7 +151,6 @@ class LocalStack:
         self._functions = Path()
         self._work_dir: Path | None = None
         self._own_work_dir = False
-        self._saved_env: dict[str, str | None] = {}
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
         # One invocation at a time, as in one warm Lambda sandbox: the handler
@@ -181,6 +182,33 @@ class LocalStack:
     def worker_pids(self) -> list[int]:
         """Process ids of the live worker sandboxes."""
         return [p.pid for p in self._workers if p.poll() is None]
+
+    def settings(self) -> Settings:
+        """The functions' settings: template.yaml's, with this stack's names and values."""
+        config, names = self.config, self.config.names
+        webhook = None
+        if config.webhook_url:
+            # Locally the receiver is on this machine, which deployed code refuses.
+            webhook = WebhookSettings(
+                url=config.webhook_url, secret=config.webhook_secret, allow_loopback=True
+            )
+        return Settings(
+            jobs_table=names.jobs_table,
+            uploads_bucket=names.uploads_bucket,
+            results_bucket=names.results_bucket,
+            master_timeout_s=config.master_timeout_s,
+            allowed_origins=config.allowed_origins,
+            work_dir=self.work_dir / "functions",
+            stage="local",
+            api_key=config.api_key,
+            webhook=webhook,
+            aws=AwsSettings(
+                region=REGION,
+                s3_addressing_style="path",
+                endpoint_url=self.s3_url,
+                static_credentials=("local", "local"),
+            ),
+        )
 
     def handler_env(self) -> dict[str, str]:
         """The environment the functions get (template.yaml's names, local values)."""
@@ -250,11 +278,9 @@ class LocalStack:
         self._bind_ports()
         self._start_moto()
         self._prepare_work_dir()
-        self._apply_env()
-        from mastering.config import load_settings
         from mastering.devstack.resources import create_resources, create_upload_notifications
 
-        settings = load_settings()
+        settings = self.settings()
         create_resources(settings)
         self._queue_url = create_upload_notifications(
             settings,
@@ -262,7 +288,9 @@ class LocalStack:
             visibility_timeout_s=RECEIVE_VISIBILITY_S,
         )
         self._presign = load_function(self._functions, "presign")
+        self._presign.configure(settings)
         self._lifecycle = load_function(self._functions, "presign", "lifecycle")
+        self._lifecycle.configure(settings)
         for index in range(1, config.workers + 1):
             self._workers.append(self._spawn_worker(index))
         self._sweeper = threading.Thread(target=self._sweep_loop, name="sweep", daemon=True)
@@ -320,28 +348,6 @@ class LocalStack:
             self._work_dir.mkdir(parents=True, exist_ok=True)
         (self._work_dir / "functions").mkdir(exist_ok=True)
 
-    def _apply_env(self) -> None:
-        from mastering.storage import aws
-
-        for name in _CLEARED_ENV:
-            self._saved_env.setdefault(name, os.environ.pop(name, None))
-        for name, value in self.handler_env().items():
-            self._saved_env.setdefault(name, os.environ.get(name))
-            os.environ[name] = value
-        # Cached boto3 clients would still point wherever they pointed before.
-        aws.reset_clients()
-
-    def _restore_env(self) -> None:
-        from mastering.storage import aws
-
-        for name, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        self._saved_env.clear()
-        aws.reset_clients()
-
     def _in_flight_file(self, index: int) -> Path:
         return self.work_dir / f"worker-{index}.in-flight.json"
 
@@ -365,9 +371,10 @@ class LocalStack:
         # The worker asks the kernel to end it with this process (--parent-pid), so a
         # stack that is killed outright leaves no sandbox behind.
         command += ["--parent-pid", str(os.getpid())]
-        return subprocess.Popen(
-            command, env={**os.environ, "WORK_DIR": str(sandbox)}, stdin=subprocess.DEVNULL
-        )
+        env = {key: value for key, value in os.environ.items() if key not in _CLEARED_ENV}
+        env.update(self.handler_env())
+        env["WORK_DIR"] = str(sandbox)
+        return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
 
     def supervise(self) -> None:
         """Replace worker processes that died, as Lambda replaces a crashed sandbox.
@@ -438,8 +445,6 @@ class LocalStack:
             if module is not None:
                 unload_function(module)
         self._presign = self._lifecycle = None
-        if self._saved_env:
-            self._restore_env()
         if self._own_work_dir and self._work_dir is not None:
             shutil.rmtree(self._work_dir, ignore_errors=True)
             self._own_work_dir = False

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from mastering.audio.decode import DecodedAudio
-from mastering.audio.measure import sample_peak
 from mastering.engine import fft
 from mastering.engine.dsp import (
     BLOCK_FRAMES,
@@ -35,6 +33,7 @@ from mastering.engine.params import FFT_SIZE, INTERNAL_RATE, MIN_VALUE, THRESHOL
 from mastering.engine.profile import ReferenceProfile
 from mastering.engine.resampler import Resampler, band_limit_taps, internal_length
 from mastering.errors import AudioTooShort
+from mastering.track import Track, sample_peak
 
 
 @dataclass(frozen=True)
@@ -201,7 +200,7 @@ def normalization_coefficient(peak: float) -> float:
     return 1.0
 
 
-def audio_fingerprint(audio: DecodedAudio) -> str:
+def audio_fingerprint(audio: Track) -> str:
     """sha256 of the decoded audio: rate, shape and float32 samples, in one pass."""
     digest = hashlib.sha256()
     digest.update(f"{audio.sample_rate}:{audio.frames}:{audio.channels}:".encode())
@@ -218,7 +217,7 @@ def integrated_loudness(samples: FloatArray, rate: int) -> float | None:
     return meter.integrated()
 
 
-def analyze(reference: DecodedAudio) -> ReferenceProfile:
+def analyze(reference: Track) -> ReferenceProfile:
     """The reference's profile: everything mastering against it needs."""
     levels = analyze_levels(reference.samples, reference.sample_rate, role="reference")
     coefficient = normalization_coefficient(levels.peak)

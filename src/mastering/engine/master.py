@@ -31,13 +31,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from mastering.audio.decode import DecodedAudio, decode_audio
-from mastering.audio.measure import validate_for_mastering
-from mastering.engine.analysis import LevelAnalysis, analyze, analyze_levels, loudest_pieces
+from mastering.engine.analysis import LevelAnalysis, analyze_levels, loudest_pieces
 from mastering.engine.dsp import (
     BLOCK_FRAMES,
     FirStream,
@@ -62,6 +59,7 @@ from mastering.engine.true_peak_limiter import (
     to_db_array,
 )
 from mastering.options import DEFAULT_TRUE_PEAK_DBTP, Limiter
+from mastering.track import Track
 
 ProgressFn = Callable[[float], None]
 
@@ -109,26 +107,8 @@ def _no_progress(_: float) -> None:
     return None
 
 
-def analyze_file(
-    path: Path,
-    work_dir: Path,
-    *,
-    min_duration_s: float,
-    max_duration_s: float,
-    ffmpeg_path: str | None = None,
-) -> ReferenceProfile:
-    """Decode, validate and analyse a reference file (typed errors name the reference)."""
-    reference = decode_audio(
-        path, work_dir, role="reference", max_duration_s=max_duration_s, ffmpeg_path=ffmpeg_path
-    )
-    validate_for_mastering(
-        reference, role="reference", min_duration_s=min_duration_s, max_duration_s=max_duration_s
-    )
-    return analyze(reference)
-
-
 def master(
-    target: DecodedAudio,
+    target: Track,
     profile: ReferenceProfile,
     options: MasterOptions | None = None,
     *,

@@ -29,13 +29,13 @@ from functools import cache
 
 import numpy as np
 
-from mastering.audio.decode import DecodedAudio
 from mastering.engine import fft
 from mastering.engine.analysis import analyze, integrated_loudness
 from mastering.engine.dsp import Float64Array
 from mastering.engine.params import INTERNAL_RATE
 from mastering.engine.profile import ReferenceProfile
 from mastering.presets import Preset, Shape
+from mastering.track import Track
 
 PRESET_SAMPLE_RATE = INTERNAL_RATE
 # matchering cuts 30 s into three 10-second pieces and averages the loudest (one or
@@ -119,7 +119,7 @@ def _place_peak(stereo: Float64Array, ceiling: float) -> None:
 
 
 @cache
-def render_preset(preset: Preset) -> DecodedAudio:
+def render_preset(preset: Preset) -> Track:
     """The preset as 30 s of stereo float32 at 44.1 kHz, at its ``loudness_lufs``."""
     frames = int(PRESET_SECONDS * PRESET_SAMPLE_RATE)
     stereo = _shaped_noise(preset.shape, zlib.crc32(preset.id.encode("utf-8")), frames)
@@ -130,7 +130,7 @@ def render_preset(preset: Preset) -> DecodedAudio:
     # the noise is far above the absolute one): one measurement sets the level.
     stereo *= 10.0 ** ((preset.loudness_lufs - measured) / 20.0)
     _place_peak(stereo, 10.0 ** (preset.true_peak_dbtp / 20.0))
-    return DecodedAudio(samples=stereo.astype(np.float32), sample_rate=PRESET_SAMPLE_RATE)
+    return Track(samples=stereo.astype(np.float32), sample_rate=PRESET_SAMPLE_RATE)
 
 
 @cache

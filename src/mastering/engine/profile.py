@@ -21,12 +21,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from mastering.engine.params import FFT_SIZE, INTERNAL_RATE, SPECTRUM_BINS
+from mastering.versions import ENGINE_VERSION
 
-# Changes whenever a profile's meaning changes (analysis parameters, what is stored,
-# how it is derived). Cached profiles of another version are never used.
-# 3: references not at 44.1 kHz are analysed as resampy resamples them for matchering.
-# 4: presets are shapes rendered at their own loudness (17 presets); true-peak masters.
-ENGINE_VERSION: Final = "spectrum-engine-4 (matchering-2.0.6 analysis, 44100 Hz, fft 4096)"
 PROFILE_FORMAT: Final = "spectrum-reference-profile"
 _SPECTRUM_DTYPE = "<f8"
 

@@ -13,7 +13,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from mastering.formats import InputKind, OutputFormat
+from mastering.formats import InputKind, InputRole, OutputFormat
 from mastering.options import MasteringOptions
 
 
@@ -45,11 +45,6 @@ ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 
 def can_transition(current: JobStatus, new: JobStatus) -> bool:
     return new in ALLOWED_TRANSITIONS[current]
-
-
-class InputRole(StrEnum):
-    TARGET = "target"
-    REFERENCE = "reference"
 
 
 class Stage(StrEnum):

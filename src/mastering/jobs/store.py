@@ -7,33 +7,42 @@ job back.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Protocol
 
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
-from mastering.formats import OutputFormat
+from mastering import clients
+from mastering.config import AwsSettings
+from mastering.formats import InputRole, OutputFormat
 from mastering.jobs.model import (
-    InputRole,
     Job,
     JobStatus,
     ResultObject,
     Stage,
     can_transition,
+    iso,
     to_dynamo,
 )
+from mastering.jobs.rules import ttl_for
 from mastering.options import MasteringOptions
-from mastering.storage import aws
 
 STATUS_DEADLINE_INDEX = "status-deadline-index"
 
 
 class JobStore(Protocol):
-    def create(self, job: Job, *, ttl: int) -> None: ...
+    """Jobs by id, every change conditional on the job's current state.
+
+    Writes stamp ``updated_at`` with ``now`` and keep the record for the retention
+    period after it (DynamoDB TTL), so callers only say when a change happens.
+    """
+
+    def create(self, job: Job) -> None: ...
 
     def get(self, job_id: str) -> Job | None: ...
 
-    def record_upload(self, job_id: str, role: InputRole, *, now: str, ttl: int) -> Job | None: ...
+    def record_upload(self, job_id: str, role: InputRole, *, now: datetime) -> Job | None: ...
 
     def transition(
         self,
@@ -41,8 +50,7 @@ class JobStore(Protocol):
         expected: JobStatus,
         new: JobStatus,
         *,
-        now: str,
-        ttl: int,
+        now: datetime,
         stage: Stage,
         percent: int,
         deadline_at: int | None = None,
@@ -55,7 +63,7 @@ class JobStore(Protocol):
     ) -> Job | None: ...
 
     def set_progress(
-        self, job_id: str, *, attempt_id: str, stage: Stage, percent: int, now: str
+        self, job_id: str, *, attempt_id: str, stage: Stage, percent: int, now: datetime
     ) -> bool: ...
 
     def overdue(self, status: JobStatus, *, now_epoch: int, limit: int) -> list[str]: ...
@@ -68,14 +76,20 @@ def _condition_failed(error: ClientError) -> bool:
 
 
 class DynamoJobStore:
-    def __init__(self, table_name: str) -> None:
+    def __init__(self, table_name: str, *, aws: AwsSettings, retention_days: int) -> None:
         self._table_name = table_name
+        self._aws = aws
+        self._retention_days = retention_days
 
     @property
     def _table(self) -> Any:
-        return aws.dynamodb_resource().Table(self._table_name)
+        return clients.dynamodb_resource(self._aws).Table(self._table_name)
 
-    def create(self, job: Job, *, ttl: int) -> None:
+    def _ttl(self, moment: datetime) -> int:
+        return ttl_for(self._retention_days, moment)
+
+    def create(self, job: Job) -> None:
+        ttl = ttl_for(self._retention_days, datetime.fromisoformat(job.updated_at))
         self._table.put_item(
             Item=job.to_item(ttl), ConditionExpression="attribute_not_exists(job_id)"
         )
@@ -84,7 +98,7 @@ class DynamoJobStore:
         item = self._table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")
         return Job.from_item(item) if item else None
 
-    def record_upload(self, job_id: str, role: InputRole, *, now: str, ttl: int) -> Job | None:
+    def record_upload(self, job_id: str, role: InputRole, *, now: datetime) -> Job | None:
         """Add ``role`` to the uploaded set while the job waits for uploads.
 
         Returns the job as it is after this write (the write is atomic, so of two
@@ -99,8 +113,8 @@ class DynamoJobStore:
                 ExpressionAttributeNames={"#status": "status", "#ttl": "ttl"},
                 ExpressionAttributeValues={
                     ":role": {str(role)},
-                    ":now": now,
-                    ":ttl": ttl,
+                    ":now": iso(now),
+                    ":ttl": self._ttl(now),
                     ":waiting": str(JobStatus.AWAITING_UPLOAD),
                 },
                 ReturnValues="ALL_NEW",
@@ -117,8 +131,7 @@ class DynamoJobStore:
         expected: JobStatus,
         new: JobStatus,
         *,
-        now: str,
-        ttl: int,
+        now: datetime,
         stage: Stage,
         percent: int,
         deadline_at: int | None = None,
@@ -134,8 +147,8 @@ class DynamoJobStore:
             raise ValueError(f"no transition from {expected} to {new}")
         assignments = {
             "#status": str(new),
-            "updated_at": now,
-            "#ttl": ttl,
+            "updated_at": iso(now),
+            "#ttl": self._ttl(now),
             "stage": str(stage),
             "percent": percent,
         }
@@ -179,7 +192,7 @@ class DynamoJobStore:
         return Job.from_item(response["Attributes"])
 
     def set_progress(
-        self, job_id: str, *, attempt_id: str, stage: Stage, percent: int, now: str
+        self, job_id: str, *, attempt_id: str, stage: Stage, percent: int, now: datetime
     ) -> bool:
         try:
             self._table.update_item(
@@ -190,7 +203,7 @@ class DynamoJobStore:
                 ExpressionAttributeValues={
                     ":stage": str(stage),
                     ":percent": percent,
-                    ":now": now,
+                    ":now": iso(now),
                     ":processing": str(JobStatus.PROCESSING),
                     ":attempt": attempt_id,
                 },

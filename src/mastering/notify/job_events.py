@@ -10,9 +10,9 @@ from typing import Protocol
 
 from mastering.config import Settings
 from mastering.jobs.model import Job, utc_now
+from mastering.jobs.rules import job_view
 from mastering.jobs.store import JobStore
-from mastering.notify.webhooks import WebhookSender, event_type_for, target_from_env
-from mastering.service.jobs import job_view
+from mastering.notify.webhooks import WebhookSender, event_type_for, webhook_target
 from mastering.storage.objects import ObjectStorage
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class WebhookNotifier:
         # A webhook is news about a job, never part of its outcome: nothing here may
         # raise into the caller and turn a succeeded job into a failed one.
         try:
-            data = job_view(job, settings=self.settings, storage=self.storage, now=self.clock())
+            data = job_view(job, settings=self.settings, links=self.storage, now=self.clock())
             outcome = self.sender.send(
                 event_type,
                 data,
@@ -57,8 +57,8 @@ class WebhookNotifier:
             logger.exception("webhook delivery crashed", extra={"job_id": job.job_id})
 
 
-def notifier_from_env(settings: Settings, storage: ObjectStorage, store: JobStore) -> JobNotifier:
-    target = target_from_env()
+def notifier_for(settings: Settings, storage: ObjectStorage, store: JobStore) -> JobNotifier:
+    target = webhook_target(settings)
     if target is None:
         return NoNotifier()
     return WebhookNotifier(WebhookSender(target), settings, storage, store)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable
@@ -24,6 +23,8 @@ from urllib.parse import urlsplit
 
 import urllib3
 from standardwebhooks import Webhook
+
+from mastering.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -62,22 +63,22 @@ class DeliveryOutcome:
         return record
 
 
-def target_from_env() -> WebhookTarget | None:
+def webhook_target(settings: Settings) -> WebhookTarget | None:
     """The deployment's webhook, or None when none is configured."""
-    url = os.environ.get("WEBHOOK_URL", "").strip()
-    if not url:
+    configured = settings.webhook
+    if configured is None:
         return None
-    secret = os.environ.get("WEBHOOK_SECRET", "").strip()
-    parameter = os.environ.get("WEBHOOK_SECRET_PARAMETER", "").strip()
-    if not secret and parameter:
+    secret = configured.secret or ""
+    if not secret and configured.secret_parameter:
         from aws_lambda_powertools.utilities.parameters import get_parameter
 
-        secret = str(get_parameter(parameter, decrypt=True, max_age=300) or "")
+        secret = str(get_parameter(configured.secret_parameter, decrypt=True, max_age=300) or "")
     if not secret:
         logger.error("WEBHOOK_URL is set but no webhook secret is configured")
         return None
-    allow_loopback = os.environ.get("WEBHOOK_ALLOW_LOOPBACK", "") in ("1", "true", "yes")
-    return WebhookTarget(url=url, secret=secret, allow_loopback=allow_loopback)
+    return WebhookTarget(
+        url=configured.url, secret=secret, allow_loopback=configured.allow_loopback
+    )
 
 
 def _address_allowed(address: str, allow_loopback: bool) -> bool:

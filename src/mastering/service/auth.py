@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hmac
-import os
 
+from mastering.config import Settings
 from mastering.errors import InternalError, Unauthorized
 
 # Powertools' parameter cache: one SSM read per warm container every few minutes,
@@ -12,12 +12,11 @@ from mastering.errors import InternalError, Unauthorized
 _KEY_CACHE_SECONDS = 300
 
 
-def expected_api_key() -> str:
-    """The key callers must send: ``API_KEY`` locally, an SSM SecureString in AWS."""
-    direct = os.environ.get("API_KEY")
-    if direct:
-        return direct
-    parameter = os.environ.get("API_KEY_PARAMETER")
+def expected_api_key(settings: Settings) -> str:
+    """The key callers must send: given directly locally, an SSM SecureString in AWS."""
+    if settings.api_key:
+        return settings.api_key
+    parameter = settings.api_key_parameter
     if not parameter:
         raise InternalError("service misconfigured: no API key is set")
     # Imported here: only deployed functions need the SSM provider.

@@ -4,29 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from mastering.config import Settings
 from mastering.errors import (
-    ErrorCode,
     FileTooLarge,
     JobNotFound,
     UnknownPreset,
     UnsupportedFormat,
 )
-from mastering.formats import OUTPUT_SPECS, input_kind_for, normalise_content_type
-from mastering.jobs.model import (
-    DeclaredInput,
-    InputRole,
-    Job,
-    JobStatus,
-    Stage,
-    iso,
-    new_job_id,
-    utc_now,
-)
+from mastering.formats import InputRole, input_kind_for, normalise_content_type
+from mastering.jobs.model import DeclaredInput, Job, JobStatus, Stage, iso, new_job_id, utc_now
+from mastering.jobs.rules import expire_job, job_view, upload_deadline, upload_window_over
 from mastering.jobs.store import JobStore
 from mastering.options import resolve_options
 from mastering.presets import find_preset
@@ -34,8 +25,8 @@ from mastering.storage.keys import is_job_id, upload_key
 from mastering.storage.objects import ObjectStorage
 
 if TYPE_CHECKING:
-    # Types only: the master function uses job_view and ttl_for from here, and must
-    # not import pydantic for them (cold start).
+    # Types only: pydantic is the presign function's (the request models), imported
+    # by the handler itself.
     from mastering.service.requests import CreateJobRequest, FileDeclaration
 
 
@@ -45,10 +36,6 @@ class ApiPorts:
     store: JobStore
     storage: ObjectStorage
     clock: Callable[[], datetime] = field(default=utc_now)
-
-
-def ttl_for(settings: Settings, moment: datetime) -> int:
-    return int((moment + timedelta(days=settings.job_retention_days)).timestamp())
 
 
 def _declared_input(
@@ -103,9 +90,9 @@ def create_job(request: CreateJobRequest, *, owner: str, ports: ApiPorts) -> dic
         metadata=request.metadata,
         mastering=mastering,
         stage=Stage.AWAITING_UPLOAD,
-        deadline_at=int((now + timedelta(seconds=settings.upload_window_s)).timestamp()),
+        deadline_at=upload_deadline(settings, now),
     )
-    ports.store.create(job, ttl=ttl_for(settings, now))
+    ports.store.create(job)
 
     uploads = {}
     for role, declared in inputs.items():
@@ -140,72 +127,12 @@ def expire_if_overdue(job: Job, *, ports: ApiPorts) -> Job:
     means a client never sees a stale ``awaiting_upload``.
     """
     now = ports.clock()
-    if job.status is not JobStatus.AWAITING_UPLOAD or now.timestamp() < job.deadline_at:
+    if not upload_window_over(job, now):
         return job
-    expired = expire_job(job.job_id, store=ports.store, settings=ports.settings, now=now)
+    expired = expire_job(job.job_id, store=ports.store, now=now)
     return expired or ports.store.get(job.job_id) or job
-
-
-def expire_job(job_id: str, *, store: JobStore, settings: Settings, now: datetime) -> Job | None:
-    """End a job whose uploads never completed; None if it was no longer waiting."""
-    return store.transition(
-        job_id,
-        JobStatus.AWAITING_UPLOAD,
-        JobStatus.EXPIRED,
-        now=iso(now),
-        ttl=ttl_for(settings, now),
-        stage=Stage.EXPIRED,
-        percent=0,
-        error={
-            "code": str(ErrorCode.UPLOAD_EXPIRED),
-            "message": "The uploads were not completed in time; create a new job",
-        },
-    )
-
-
-def _download_name(job: Job, suffix: str, extension: str) -> str:
-    stem = PurePosixPath(job.inputs[InputRole.TARGET].filename).stem or "track"
-    return f"{stem}-mastered{suffix}.{extension}"
-
-
-def job_view(
-    job: Job, *, settings: Settings, storage: ObjectStorage, now: datetime
-) -> dict[str, Any]:
-    """The public body of a job, as GET /jobs/{id} and the webhook show it."""
-    results: dict[str, Any] = {}
-    if job.status is JobStatus.SUCCEEDED:
-        expires_at = now + timedelta(seconds=settings.result_url_ttl_s)
-        for fmt, obj in job.results.items():
-            spec = OUTPUT_SPECS[fmt]
-            suffix = "-24bit" if fmt == "wav24" else ""
-            results[str(fmt)] = {
-                "url": storage.presign_get(
-                    settings.results_bucket,
-                    obj.key,
-                    expires_s=settings.result_url_ttl_s,
-                    download_name=_download_name(job, suffix, spec.extension),
-                    content_type=spec.content_type,
-                ),
-                "expires_at": iso(expires_at),
-                "size": obj.size,
-                "lufs": obj.lufs,
-                "true_peak_dbtp": obj.true_peak_dbtp,
-            }
-    return {
-        "job_id": job.job_id,
-        "status": str(job.status),
-        "progress": {"stage": str(job.stage), "percent": job.percent},
-        "created_at": job.created_at,
-        "updated_at": job.updated_at,
-        "error": job.error,
-        "results": results,
-        "metrics": job.metrics,
-        "metadata": job.metadata,
-        "mastering": job.mastering.to_public(),
-        "warnings": [dict(warning) for warning in job.warnings],
-    }
 
 
 def get_job(job_id: str, *, owner: str, ports: ApiPorts) -> dict[str, Any]:
     job = expire_if_overdue(_load_owned(job_id, owner, ports.store), ports=ports)
-    return job_view(job, settings=ports.settings, storage=ports.storage, now=ports.clock())
+    return job_view(job, settings=ports.settings, links=ports.storage, now=ports.clock())

@@ -7,8 +7,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
-from mastering.formats import OUTPUT_SPECS, OutputFormat
-from mastering.jobs.model import InputRole
+from mastering.formats import OUTPUT_SPECS, InputRole, OutputFormat
 
 UPLOADS_PREFIX = "uploads/"
 RESULTS_PREFIX = "results/"

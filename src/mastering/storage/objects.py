@@ -11,8 +11,9 @@ from urllib.parse import quote
 
 from botocore.exceptions import ClientError
 
+from mastering import clients
+from mastering.config import AwsSettings
 from mastering.errors import FileTooLarge, UploadMissing
-from mastering.storage import aws
 
 _CHUNK = 1024 * 1024
 
@@ -70,6 +71,15 @@ def _is_missing(error: ClientError) -> bool:
 
 
 class S3Storage:
+    def __init__(self, aws: AwsSettings) -> None:
+        self._aws = aws
+
+    def _s3(self) -> Any:
+        return clients.s3_client(self._aws)
+
+    def _presigner(self) -> Any:
+        return clients.s3_presign_client(self._aws)
+
     def presign_post(
         self,
         bucket: str,
@@ -82,7 +92,7 @@ class S3Storage:
     ) -> PresignedPost:
         # The policy pins the exact key, the byte range and the content type, so a
         # leaked form can only ever write this one object of this size and type.
-        post: dict[str, Any] = aws.s3_presign_client().generate_presigned_post(
+        post: dict[str, Any] = self._presigner().generate_presigned_post(
             Bucket=bucket,
             Key=key,
             Fields={"Content-Type": content_type},
@@ -103,7 +113,7 @@ class S3Storage:
     ) -> str:
         disposition = f"attachment; filename*=UTF-8''{quote(download_name)}"
         return str(
-            aws.s3_presign_client().generate_presigned_url(
+            self._presigner().generate_presigned_url(
                 "get_object",
                 Params={
                     "Bucket": bucket,
@@ -117,7 +127,7 @@ class S3Storage:
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
         try:
-            response = aws.s3_client().head_object(Bucket=bucket, Key=key)
+            response = self._s3().head_object(Bucket=bucket, Key=key)
         except ClientError as error:
             if _is_missing(error):
                 return None
@@ -135,7 +145,7 @@ class S3Storage:
         Stops at ``max_bytes`` even if the object grew after it was checked.
         """
         try:
-            response = aws.s3_client().get_object(Bucket=bucket, Key=key)
+            response = self._s3().get_object(Bucket=bucket, Key=key)
         except ClientError as error:
             if _is_missing(error):
                 raise UploadMissing("An uploaded file is no longer available") from error
@@ -158,7 +168,7 @@ class S3Storage:
     def read_bytes(self, bucket: str, key: str, *, max_bytes: int) -> bytes | None:
         """A small object's bytes, or None when it does not exist or exceeds ``max_bytes``."""
         try:
-            response = aws.s3_client().get_object(Bucket=bucket, Key=key)
+            response = self._s3().get_object(Bucket=bucket, Key=key)
         except ClientError as error:
             if _is_missing(error):
                 return None
@@ -173,18 +183,16 @@ class S3Storage:
         return bytes(data) if len(data) <= max_bytes else None
 
     def write_bytes(self, bucket: str, key: str, data: bytes, *, content_type: str) -> None:
-        aws.s3_client().put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+        self._s3().put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
 
     def upload(self, bucket: str, key: str, source: Path, *, content_type: str) -> int:
-        aws.s3_client().upload_file(
-            str(source), bucket, key, ExtraArgs={"ContentType": content_type}
-        )
+        self._s3().upload_file(str(source), bucket, key, ExtraArgs={"ContentType": content_type})
         return source.stat().st_size
 
     def delete(self, bucket: str, keys: list[str]) -> None:
         # Deleting named keys needs no s3:ListBucket on the results bucket.
         if keys:
-            aws.s3_client().delete_objects(
+            self._s3().delete_objects(
                 Bucket=bucket,
                 Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True},
             )

@@ -17,10 +17,10 @@ from datetime import datetime
 
 from mastering.config import Settings
 from mastering.errors import ErrorCode
-from mastering.jobs.model import Job, JobStatus, Stage, iso, utc_now
+from mastering.jobs.model import Job, JobStatus, Stage, utc_now
+from mastering.jobs.rules import expire_job
 from mastering.jobs.store import JobStore
 from mastering.notify.job_events import JobNotifier, NoNotifier
-from mastering.service.jobs import expire_job, ttl_for
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +49,7 @@ def _fail(job: Job, code: ErrorCode, message: str, ports: LifecyclePorts) -> Job
         job.job_id,
         job.status,
         JobStatus.FAILED,
-        now=iso(now),
-        ttl=ttl_for(ports.settings, now),
+        now=now,
         stage=Stage.FAILED,
         percent=job.percent,
         error={"code": str(code), "message": message},
@@ -94,7 +93,7 @@ def sweep(*, ports: LifecyclePorts) -> SweepReport:
     for job_id in ports.store.overdue(
         JobStatus.AWAITING_UPLOAD, now_epoch=epoch, limit=SWEEP_BATCH
     ):
-        done = expire_job(job_id, store=ports.store, settings=ports.settings, now=now)
+        done = expire_job(job_id, store=ports.store, now=now)
         if done is not None:
             expired.append(job_id)
     failed = []

@@ -30,9 +30,10 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from mastering.engine.profile import ENGINE_VERSION, ProfileError, ReferenceProfile
+from mastering.engine.profile import ProfileError, ReferenceProfile
 from mastering.storage.keys import preset_profile_key, profile_key
 from mastering.storage.objects import ObjectInfo, ObjectStorage
+from mastering.versions import ENGINE_VERSION
 
 logger = logging.getLogger(__name__)
 

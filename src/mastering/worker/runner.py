@@ -3,10 +3,11 @@
 1. ``accept_upload`` records that an input landed and, when it was the last one,
    moves the job to ``queued``. Both steps are conditional writes, so duplicate
    or concurrent S3 events start a job exactly once.
-2. ``run_job`` takes a queued job to ``succeeded`` or ``failed``: sizes checked
-   before download, a reference seen before by its owner taken from the profile
-   cache instead of downloaded, the mastering itself in an isolated child with a
-   deadline, results uploaded, temp files removed on every path.
+2. ``run_job`` takes a queued job to ``succeeded`` or ``failed`` in named steps:
+   claim it, check the uploads (sizes before any download), take a reference seen
+   before from the profile cache, download what is still needed, master in an
+   isolated child with a deadline, cache the profile, upload the results, record
+   the outcome; temp files are removed on every path.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from mastering.config import Settings
+from mastering.engine.profile import ReferenceProfile
 from mastering.errors import (
     FileTooLarge,
     IdenticalInputs,
@@ -30,20 +33,12 @@ from mastering.errors import (
     MasteringError,
     UploadMissing,
 )
-from mastering.formats import OUTPUT_SPECS, OutputFormat
-from mastering.jobs.model import (
-    InputRole,
-    Job,
-    JobStatus,
-    ResultObject,
-    Stage,
-    iso,
-    utc_now,
-)
+from mastering.formats import OUTPUT_SPECS, InputRole, OutputFormat
+from mastering.jobs.model import Job, JobStatus, ResultObject, Stage, utc_now
+from mastering.jobs.rules import processing_deadline
 from mastering.jobs.store import JobStore
 from mastering.notify.job_events import JobNotifier, NoNotifier
 from mastering.pipeline import MasteringOutcome, MasteringRequest, ProgressCallback
-from mastering.service.jobs import ttl_for
 from mastering.storage.keys import parse_upload_key, result_key, upload_key
 from mastering.storage.objects import ObjectInfo, ObjectStorage
 from mastering.worker.isolation import run_isolated
@@ -52,13 +47,23 @@ from mastering.worker.profile_cache import ProfileCache, content_id
 logger = logging.getLogger(__name__)
 
 WORK_DIR_PREFIX = "mastering-job-"
-# After the master function's own timeout, how long before a job still queued or
-# processing is declared dead by the sweep.
-OVERDUE_GRACE_S = 120
 # Kept free after webhook retries so the invocation still returns on its own.
 _NOTIFY_MARGIN_S = 1.0
 
+T = TypeVar("T")
 MasterFn = Callable[[MasteringRequest, ProgressCallback], MasteringOutcome]
+
+
+class Isolator(Protocol):
+    """Runs the mastering somewhere it may die without taking the caller along."""
+
+    def __call__(
+        self,
+        work: Callable[[ProgressCallback], T],
+        *,
+        budget_s: float,
+        on_progress: ProgressCallback,
+    ) -> T: ...
 
 
 def _default_master(request: MasteringRequest, on_progress: ProgressCallback) -> MasteringOutcome:
@@ -78,10 +83,10 @@ class WorkerPorts:
     settings: Settings
     store: JobStore
     storage: ObjectStorage
-    master_timeout_s: int
     clock: Callable[[], datetime] = field(default=utc_now)
     master: MasterFn = field(default=_default_master)
     preload: Callable[[], None] = field(default=_default_preload)
+    isolate: Isolator = field(default=run_isolated)
     notifier: JobNotifier = field(default_factory=NoNotifier)
 
 
@@ -100,9 +105,7 @@ def accept_upload(notice: UploadNotice, *, ports: WorkerPorts) -> Job | None:
         logger.warning("ignoring an object that is not a job upload", extra={"key": notice.key})
         return None
     now = ports.clock()
-    job = ports.store.record_upload(
-        parsed.job_id, parsed.role, now=iso(now), ttl=ttl_for(settings, now)
-    )
+    job = ports.store.record_upload(parsed.job_id, parsed.role, now=now)
     if job is None:
         logger.info(
             "upload for a job that is unknown or no longer waiting",
@@ -118,11 +121,10 @@ def accept_upload(notice: UploadNotice, *, ports: WorkerPorts) -> Job | None:
         job.job_id,
         JobStatus.AWAITING_UPLOAD,
         JobStatus.QUEUED,
-        now=iso(now),
-        ttl=ttl_for(settings, now),
+        now=now,
         stage=Stage.QUEUED,
         percent=0,
-        deadline_at=int(now.timestamp()) + ports.master_timeout_s + OVERDUE_GRACE_S,
+        deadline_at=processing_deadline(settings, now),
     )
 
 
@@ -132,9 +134,62 @@ def clean_stale_work_dirs(work_dir: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _reserve_s(remaining_s: float) -> float:
-    # Time kept back from the engine to upload results and record the outcome.
-    return min(60.0, max(2.0, remaining_s * 0.1))
+def run_job(job: Job, *, remaining_s: Callable[[], float], ports: WorkerPorts) -> Job:
+    """Process a queued job to a terminal state and return it."""
+    started = time.monotonic()
+    claimed = _claim(job, ports)
+    if claimed is None:
+        logger.info("job already taken by another run", extra={"job_id": job.job_id})
+        return ports.store.get(job.job_id) or job
+    report = _progress_reporter(claimed, ports)
+    settings = ports.settings
+    settings.work_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=WORK_DIR_PREFIX, dir=settings.work_dir))
+    written: list[str] = []
+    try:
+        uploads = _check_uploads(claimed, ports)
+        cached = _cached_profile(claimed, uploads, ports)
+        request = _mastering_request(claimed, uploads, cached, work, ports)
+        outcome = _master_isolated(request, remaining_s, report, ports)
+        if cached is None:
+            _cache_profile(claimed, uploads, outcome, ports)
+        results = _upload_results(claimed, outcome, written, report, ports)
+        ended = _succeed(claimed, outcome, results, started, written, ports)
+    except MasteringError as error:
+        ended = _fail(claimed, error, written, ports)
+    except Exception:
+        logger.exception("job failed unexpectedly", extra={"job_id": job.job_id})
+        ended = _fail(claimed, InternalError("Mastering failed unexpectedly"), written, ports)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    _notify(ended, remaining_s, ports)
+    return ended
+
+
+def _claim(job: Job, ports: WorkerPorts) -> Job | None:
+    """queued -> processing under a fresh attempt id; None if another run has it."""
+    now = ports.clock()
+    return ports.store.transition(
+        job.job_id,
+        JobStatus.QUEUED,
+        JobStatus.PROCESSING,
+        now=now,
+        stage=Stage.DOWNLOADING,
+        percent=5,
+        attempt_id=str(uuid.uuid4()),
+        deadline_at=processing_deadline(ports.settings, now),
+    )
+
+
+def _progress_reporter(job: Job, ports: WorkerPorts) -> ProgressCallback:
+    attempt_id = job.attempt_id or ""
+
+    def report(stage: Stage, percent: int) -> None:
+        ports.store.set_progress(
+            job.job_id, attempt_id=attempt_id, stage=stage, percent=percent, now=ports.clock()
+        )
+
+    return report
 
 
 def _check_uploads(job: Job, ports: WorkerPorts) -> dict[InputRole, ObjectInfo]:
@@ -165,6 +220,25 @@ def _check_uploads(job: Job, ports: WorkerPorts) -> dict[InputRole, ObjectInfo]:
     return uploads
 
 
+def _profiles(ports: WorkerPorts) -> ProfileCache:
+    return ProfileCache(ports.storage, ports.settings.results_bucket)
+
+
+def _cached_profile(
+    job: Job, uploads: dict[InputRole, ObjectInfo], ports: WorkerPorts
+) -> ReferenceProfile | None:
+    """The reference's (or preset's) profile if an earlier job stored it."""
+    reference = uploads.get(InputRole.REFERENCE)
+    profile = None
+    if reference is not None:
+        profile = _profiles(ports).load(job.owner, reference)
+    elif job.preset is not None:
+        profile = _profiles(ports).load_preset(job.preset)
+    if profile is not None:
+        logger.info("reference profile from the cache", extra={"job_id": job.job_id})
+    return profile
+
+
 def _download(job: Job, role: InputRole, work: Path, ports: WorkerPorts) -> Path:
     settings = ports.settings
     # Local names are fixed by role: user file names never reach the file system.
@@ -178,151 +252,144 @@ def _download(job: Job, role: InputRole, work: Path, ports: WorkerPorts) -> Path
     return path
 
 
-def run_job(job: Job, *, remaining_s: Callable[[], float], ports: WorkerPorts) -> Job:
-    """Process a queued job to a terminal state and return it."""
+def _mastering_request(
+    job: Job,
+    uploads: dict[InputRole, ObjectInfo],
+    cached: ReferenceProfile | None,
+    work: Path,
+    ports: WorkerPorts,
+) -> MasteringRequest:
+    """Download what the job still needs and say what to master."""
     settings = ports.settings
-    store = ports.store
-    started = time.monotonic()
-    attempt_id = str(uuid.uuid4())
-    now = ports.clock()
-    processing = store.transition(
-        job.job_id,
-        JobStatus.QUEUED,
-        JobStatus.PROCESSING,
-        now=iso(now),
-        ttl=ttl_for(settings, now),
-        stage=Stage.DOWNLOADING,
-        percent=5,
-        attempt_id=attempt_id,
-        deadline_at=int(now.timestamp()) + ports.master_timeout_s + OVERDUE_GRACE_S,
+    needs_reference = InputRole.REFERENCE in uploads and cached is None
+    return MasteringRequest(
+        target=_download(job, InputRole.TARGET, work, ports),
+        reference=_download(job, InputRole.REFERENCE, work, ports) if needs_reference else None,
+        reference_profile=cached,
+        preset_id=job.preset,
+        options=job.mastering,
+        outputs=job.outputs,
+        work_dir=work,
+        min_duration_s=settings.min_duration_s,
+        max_duration_s=settings.max_duration_s,
+        ffmpeg_path=settings.ffmpeg_path,
     )
-    if processing is None:
-        logger.info("job already taken by another run", extra={"job_id": job.job_id})
-        return store.get(job.job_id) or job
 
-    def report(stage: Stage, percent: int) -> None:
-        store.set_progress(
-            job.job_id,
-            attempt_id=attempt_id,
-            stage=stage,
-            percent=percent,
-            now=iso(ports.clock()),
-        )
 
-    settings.work_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=WORK_DIR_PREFIX, dir=settings.work_dir))
-    written: list[str] = []
-    profiles = ProfileCache(ports.storage, settings.results_bucket)
-    try:
-        uploads = _check_uploads(processing, ports)
-        reference_upload = uploads.get(InputRole.REFERENCE)
-        cached_profile = None
-        if reference_upload is not None:
-            cached_profile = profiles.load(processing.owner, reference_upload)
-        elif processing.preset is not None:
-            cached_profile = profiles.load_preset(processing.preset)
-        if cached_profile is not None:
-            logger.info("reference profile from the cache", extra={"job_id": job.job_id})
-        request = MasteringRequest(
-            target=_download(processing, InputRole.TARGET, work, ports),
-            reference=(
-                _download(processing, InputRole.REFERENCE, work, ports)
-                if reference_upload is not None and cached_profile is None
-                else None
-            ),
-            reference_profile=cached_profile,
-            preset_id=processing.preset,
-            options=processing.mastering,
-            outputs=processing.outputs,
-            work_dir=work,
-            min_duration_s=settings.min_duration_s,
-            max_duration_s=settings.max_duration_s,
-            ffmpeg_path=settings.ffmpeg_path,
+def _reserve_s(remaining_s: float) -> float:
+    # Time kept back from the engine to upload results and record the outcome.
+    return min(60.0, max(2.0, remaining_s * 0.1))
+
+
+def _master_isolated(
+    request: MasteringRequest,
+    remaining_s: Callable[[], float],
+    report: ProgressCallback,
+    ports: WorkerPorts,
+) -> MasteringOutcome:
+    ports.preload()
+    remaining = remaining_s()
+    master = ports.master
+    return ports.isolate(
+        lambda progress: master(request, progress),
+        budget_s=remaining - _reserve_s(remaining),
+        on_progress=report,
+    )
+
+
+def _cache_profile(
+    job: Job, uploads: dict[InputRole, ObjectInfo], outcome: MasteringOutcome, ports: WorkerPorts
+) -> None:
+    profile = outcome.reference_profile
+    if profile is None:
+        return
+    reference = uploads.get(InputRole.REFERENCE)
+    if reference is not None:
+        _profiles(ports).store(job.owner, reference, profile)
+    elif job.preset is not None:
+        _profiles(ports).store_preset(job.preset, profile)
+
+
+def _upload_results(
+    job: Job,
+    outcome: MasteringOutcome,
+    written: list[str],
+    report: ProgressCallback,
+    ports: WorkerPorts,
+) -> dict[OutputFormat, ResultObject]:
+    """Upload each result; ``written`` lists the keys so a failure can remove them."""
+    report(Stage.UPLOADING, 90)
+    bucket = ports.settings.results_bucket
+    results: dict[OutputFormat, ResultObject] = {}
+    for fmt, path in outcome.files.items():
+        key = result_key(job.job_id, fmt)
+        written.append(key)
+        size = ports.storage.upload(bucket, key, path, content_type=OUTPUT_SPECS[fmt].content_type)
+        measured = outcome.measurements.get(fmt)
+        results[fmt] = ResultObject(
+            key=key,
+            size=size,
+            lufs=measured.lufs if measured else None,
+            true_peak_dbtp=measured.true_peak_dbtp if measured else None,
         )
-        ports.preload()
-        remaining = remaining_s()
-        master = ports.master
-        outcome = run_isolated(
-            lambda progress: master(request, progress),
-            budget_s=remaining - _reserve_s(remaining),
-            on_progress=report,
-        )
-        if cached_profile is None and outcome.reference_profile is not None:
-            if reference_upload is not None:
-                profiles.store(processing.owner, reference_upload, outcome.reference_profile)
-            elif processing.preset is not None:
-                profiles.store_preset(processing.preset, outcome.reference_profile)
-        report(Stage.UPLOADING, 90)
-        results: dict[OutputFormat, ResultObject] = {}
-        for fmt, path in outcome.files.items():
-            key = result_key(job.job_id, fmt)
-            written.append(key)
-            size = ports.storage.upload(
-                settings.results_bucket, key, path, content_type=OUTPUT_SPECS[fmt].content_type
-            )
-            measured = outcome.measurements.get(fmt)
-            results[fmt] = ResultObject(
-                key=key,
-                size=size,
-                lufs=measured.lufs if measured else None,
-                true_peak_dbtp=measured.true_peak_dbtp if measured else None,
-            )
-        metrics = {**outcome.metrics, "processing_s": round(time.monotonic() - started, 3)}
-        done_at = ports.clock()
-        finished = store.transition(
-            job.job_id,
-            JobStatus.PROCESSING,
-            JobStatus.SUCCEEDED,
-            now=iso(done_at),
-            ttl=ttl_for(settings, done_at),
-            stage=Stage.DONE,
-            percent=100,
-            results=results,
-            metrics=metrics,
-            mastering=outcome.options,
-            warnings=tuple(warning.to_dict() for warning in outcome.warnings),
-        )
-        if finished is None:
-            # Someone (the on-failure handler or the sweep) ended the job meanwhile;
-            # their verdict stands, and results nobody can see must not linger.
-            ports.storage.delete(settings.results_bucket, written)
-            return store.get(job.job_id) or processing
-        logger.info("job succeeded", extra={"job_id": job.job_id, "metrics": metrics})
-        ended = finished
-    except MasteringError as error:
-        ended = _fail(processing, error, written, ports)
-    except Exception:
-        logger.exception("job failed unexpectedly", extra={"job_id": job.job_id})
-        ended = _fail(processing, InternalError("Mastering failed unexpectedly"), written, ports)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    if ended.status.is_terminal:
-        # After the outcome is stored: delivery can only ever add news, not change it.
-        try:
-            ports.notifier.job_ended(ended, budget_s=remaining_s() - _NOTIFY_MARGIN_S)
-        except Exception:
-            logger.exception("job-ended notification failed", extra={"job_id": job.job_id})
-    return ended
+    return results
+
+
+def _succeed(
+    job: Job,
+    outcome: MasteringOutcome,
+    results: dict[OutputFormat, ResultObject],
+    started: float,
+    written: list[str],
+    ports: WorkerPorts,
+) -> Job:
+    metrics = {**outcome.metrics, "processing_s": round(time.monotonic() - started, 3)}
+    finished = ports.store.transition(
+        job.job_id,
+        JobStatus.PROCESSING,
+        JobStatus.SUCCEEDED,
+        now=ports.clock(),
+        stage=Stage.DONE,
+        percent=100,
+        results=results,
+        metrics=metrics,
+        mastering=outcome.options,
+        warnings=tuple(warning.to_dict() for warning in outcome.warnings),
+    )
+    if finished is None:
+        # Someone (the on-failure handler or the sweep) ended the job meanwhile;
+        # their verdict stands, and results nobody can see must not linger.
+        ports.storage.delete(ports.settings.results_bucket, written)
+        return ports.store.get(job.job_id) or job
+    logger.info("job succeeded", extra={"job_id": job.job_id, "metrics": metrics})
+    return finished
 
 
 def _fail(job: Job, error: MasteringError, written: list[str], ports: WorkerPorts) -> Job:
-    settings = ports.settings
     logger.info(
         "job failed",
         extra={"job_id": job.job_id, "code": str(error.code), "reason": error.message},
     )
     if written:
-        ports.storage.delete(settings.results_bucket, written)
+        ports.storage.delete(ports.settings.results_bucket, written)
     current = ports.store.get(job.job_id) or job
-    now = ports.clock()
     failed = ports.store.transition(
         job.job_id,
         JobStatus.PROCESSING,
         JobStatus.FAILED,
-        now=iso(now),
-        ttl=ttl_for(settings, now),
+        now=ports.clock(),
         stage=Stage.FAILED,
         percent=current.percent,
         error=error.to_dict(),
     )
     return failed or ports.store.get(job.job_id) or job
+
+
+def _notify(job: Job, remaining_s: Callable[[], float], ports: WorkerPorts) -> None:
+    if not job.status.is_terminal:
+        return
+    # After the outcome is stored: delivery can only ever add news, not change it.
+    try:
+        ports.notifier.job_ended(job, budget_s=remaining_s() - _NOTIFY_MARGIN_S)
+    except Exception:
+        logger.exception("job-ended notification failed", extra={"job_id": job.job_id})

@@ -1,0 +1,119 @@
+"""Rules every writer of a job agrees on: how long a record lives, when a job is
+overdue, how it expires, and how it looks to its client (GET /jobs/{id} and the
+webhook show the same body)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import PurePosixPath
+from typing import Any, Protocol
+
+from mastering.config import Settings
+from mastering.errors import ErrorCode
+from mastering.formats import OUTPUT_SPECS, InputRole, OutputFormat
+from mastering.jobs.model import Job, JobStatus, Stage, iso
+
+# After the master function's own timeout, how long before a job still queued or
+# processing is declared dead by the sweep.
+OVERDUE_GRACE_S = 120
+EXPIRED_ERROR = {
+    "code": str(ErrorCode.UPLOAD_EXPIRED),
+    "message": "The uploads were not completed in time; create a new job",
+}
+
+
+class ResultLinks(Protocol):
+    """Presigned download links (``storage.objects.ObjectStorage`` is one)."""
+
+    def presign_get(
+        self, bucket: str, key: str, *, expires_s: int, download_name: str, content_type: str
+    ) -> str: ...
+
+
+class Transitions(Protocol):
+    """The part of ``jobs.store.JobStore`` expiry needs."""
+
+    def transition(
+        self,
+        job_id: str,
+        expected: JobStatus,
+        new: JobStatus,
+        *,
+        now: datetime,
+        stage: Stage,
+        percent: int,
+        error: dict[str, str] | None = None,
+    ) -> Job | None: ...
+
+
+def ttl_for(retention_days: int, moment: datetime) -> int:
+    """When DynamoDB may delete a record last changed at ``moment`` (epoch seconds)."""
+    return int((moment + timedelta(days=retention_days)).timestamp())
+
+
+def upload_deadline(settings: Settings, created: datetime) -> int:
+    """Epoch second after which a job still waiting for uploads expires."""
+    return int((created + timedelta(seconds=settings.upload_window_s)).timestamp())
+
+
+def processing_deadline(settings: Settings, started: datetime) -> int:
+    """Epoch second after which a queued or processing job is dead (the sweep fails it)."""
+    return int(started.timestamp()) + settings.master_timeout_s + OVERDUE_GRACE_S
+
+
+def upload_window_over(job: Job, now: datetime) -> bool:
+    return job.status is JobStatus.AWAITING_UPLOAD and now.timestamp() >= job.deadline_at
+
+
+def expire_job(job_id: str, *, store: Transitions, now: datetime) -> Job | None:
+    """End a job whose uploads never completed; None if it was no longer waiting."""
+    return store.transition(
+        job_id,
+        JobStatus.AWAITING_UPLOAD,
+        JobStatus.EXPIRED,
+        now=now,
+        stage=Stage.EXPIRED,
+        percent=0,
+        error=dict(EXPIRED_ERROR),
+    )
+
+
+def download_name(job: Job, fmt: OutputFormat) -> str:
+    """``<target's stem>-mastered[-24bit].<ext>``: the name a browser saves a result as."""
+    stem = PurePosixPath(job.inputs[InputRole.TARGET].filename).stem or "track"
+    suffix = "-24bit" if fmt is OutputFormat.WAV24 else ""
+    return f"{stem}-mastered{suffix}.{OUTPUT_SPECS[fmt].extension}"
+
+
+def job_view(job: Job, *, settings: Settings, links: ResultLinks, now: datetime) -> dict[str, Any]:
+    """The public body of a job, as GET /jobs/{id} and the webhook show it."""
+    results: dict[str, Any] = {}
+    if job.status is JobStatus.SUCCEEDED:
+        expires_at = now + timedelta(seconds=settings.result_url_ttl_s)
+        for fmt, obj in job.results.items():
+            results[str(fmt)] = {
+                "url": links.presign_get(
+                    settings.results_bucket,
+                    obj.key,
+                    expires_s=settings.result_url_ttl_s,
+                    download_name=download_name(job, fmt),
+                    content_type=OUTPUT_SPECS[fmt].content_type,
+                ),
+                "expires_at": iso(expires_at),
+                "size": obj.size,
+                "lufs": obj.lufs,
+                "true_peak_dbtp": obj.true_peak_dbtp,
+            }
+    return {
+        "job_id": job.job_id,
+        "status": str(job.status),
+        "progress": {"stage": str(job.stage), "percent": job.percent},
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "error": job.error,
+        "results": results,
+        "metrics": job.metrics,
+        "metadata": job.metadata,
+        "mastering": job.mastering.to_public(),
+        "warnings": [dict(warning) for warning in job.warnings],
+    }

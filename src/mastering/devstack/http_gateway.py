@@ -3,10 +3,19 @@
 Like ``sam local start-api``: each request that matches a route becomes an API
 Gateway HTTP API v2 event for the handler, and the handler's response becomes the
 HTTP response. What API Gateway does before the function ever runs is done here
-too: unknown routes answer 404 ``{"message": "Not Found"}``, CORS preflights are
-answered from the API's CORS configuration (template.yaml ``HttpApi.
-CorsConfiguration``, mirrored by ``CorsRules``), and CORS response headers come
-from that configuration, not from the function.
+too: requests no route takes answer 404 ``{"message": "Not Found"}``, bodies over
+10 MB 413, CORS preflights are answered from the API's CORS configuration
+(template.yaml ``HttpApi.CorsConfiguration``, mirrored by ``CorsRules``), and CORS
+response headers come from that configuration, not from the function.
+
+The routes are the ones template.yaml gives the presign function (its ``HttpApi``
+events), read when the gateway starts: a route added to the template works here
+with no change to this module, and one missing from it fails here as it would in
+AWS. Without a template (an installed package) every request takes the
+``$default`` route and the handler's own router answers.
+
+HTTP itself (request parsing, chunked bodies, ``Expect: 100-continue``) is
+werkzeug's: a threaded ``werkzeug.serving`` server runs the WSGI app below.
 """
 
 from __future__ import annotations
@@ -15,17 +24,26 @@ import base64
 import json
 import logging
 import re
+import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from mastering.devstack.handlers import ACCOUNT_ID
+import yaml
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.serving import WSGIRequestHandler, make_server, select_address_family
+from werkzeug.wrappers import Request, Response
+
+from mastering.devstack.handlers import ACCOUNT_ID, HandlersNotFound, functions_dir
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 logger = logging.getLogger(__name__)
 
@@ -34,50 +52,160 @@ Invoke = Callable[[dict[str, Any]], Any]
 # API Gateway refuses larger request payloads before invoking anything.
 MAX_BODY_BYTES = 10 * 1024 * 1024
 _API_ID = "local"
+# template.yaml's logical id of the function behind the HTTP API.
+API_FUNCTION = "PresignFunction"
+DEFAULT_ROUTE_KEY = "$default"
 
+# Bodies API Gateway passes as text; anything else (or text that is not UTF-8) is
+# base64 with isBase64Encoded.
 _TEXT_TYPES = re.compile(
     r"^(text/|application/(json|[\w.+-]+\+json|xml|[\w.+-]+\+xml|javascript|"
     r"x-www-form-urlencoded|graphql))",
     re.IGNORECASE,
 )
 
+_DECIMAL = re.compile(r"[0-9]+")
+
+# Hop-by-hop headers (RFC 9110 7.6.1) describe one connection, not the message: the
+# function does not see the client's, and the server sets its own on the response.
+_HOP_BY_HOP = frozenset(
+    ("connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade")
+)
+
+# Where the request handler leaves the header lines as received, before WSGI joins
+# repeated ones and drops names with "_": payload 2.0 splits each Cookie line itself.
+_RAW_HEADERS_KEY = "mastering.raw_headers"
+
 
 @dataclass(frozen=True)
 class Route:
-    """One route of the API: ``GET /jobs/{job_id}`` matches one path segment per parameter."""
+    """One route of the API, as API Gateway matches it.
+
+    ``GET /jobs/{job_id}`` takes one non-empty path segment per parameter,
+    ``/files/{proxy+}`` (greedy, last only) the rest of the path, method ``ANY``
+    every method; ``Route("ANY", "$default")`` takes whatever no other route does.
+    """
 
     method: str
     path: str
 
     @property
+    def is_default(self) -> bool:
+        return self.path == DEFAULT_ROUTE_KEY
+
+    @property
     def route_key(self) -> str:
-        return f"{self.method} {self.path}"
+        return DEFAULT_ROUTE_KEY if self.is_default else f"{self.method} {self.path}"
+
+    @property
+    def priority(self) -> tuple[bool, bool, int, bool]:
+        """Sort key, most specific first, as API Gateway picks among matching routes:
+        exact paths, then path parameters, then greedy ones, then ``$default``; a
+        named method before ``ANY``."""
+        segments = self.path.split("/")
+        greedy = bool(segments) and segments[-1].endswith("+}")
+        params = sum(1 for part in segments if part.startswith("{"))
+        return (self.is_default, greedy, params, self.method == "ANY")
 
     def match(self, method: str, path: str) -> dict[str, str] | None:
-        if method != self.method:
+        """The path parameters when this route takes the request, else None."""
+        if self.is_default:
+            return {}
+        if self.method not in ("ANY", method):
             return None
-        want = self.path.strip("/").split("/")
-        have = path.strip("/").split("/")
-        if len(want) != len(have) or path.endswith("/") != self.path.endswith("/"):
-            return None
+        want = self.path.split("/")
+        have = path.split("/")
         params: dict[str, str] = {}
-        for pattern, segment in zip(want, have, strict=True):
+        for index, pattern in enumerate(want):
+            if pattern.startswith("{") and pattern.endswith("+}"):
+                rest = "/".join(have[index:])
+                if not rest:
+                    return None
+                params[pattern[1:-2]] = unquote(rest)
+                return params
+            if index >= len(have):
+                return None
+            segment = have[index]
             if pattern.startswith("{") and pattern.endswith("}"):
                 if not segment:
                     return None
                 params[pattern[1:-1]] = unquote(segment)
             elif pattern != segment:
                 return None
-        return params
+        return params if len(have) == len(want) else None
 
 
-# The presign function's routes (template.yaml PresignFunction.Events).
-API_ROUTES: tuple[Route, ...] = (
-    Route("POST", "/jobs"),
-    Route("GET", "/jobs/{job_id}"),
-    Route("GET", "/presets"),
-    Route("GET", "/health"),
-)
+DEFAULT_ROUTE = Route("ANY", DEFAULT_ROUTE_KEY)
+
+
+class TemplateRoutesError(ValueError):
+    """template.yaml does not say which routes the function has."""
+
+
+# A loader that reads CloudFormation's short tags (!Ref, !Sub...) as plain YAML values:
+# routes never use them, and resolving them would need the deployed stack. A SafeLoader
+# of its own, so that yaml.safe_load elsewhere does not learn these tags.
+_TemplateLoader: Any = type("_TemplateLoader", (yaml.SafeLoader,), {})
+
+
+def _plain_value(loader: Any, suffix: str, node: Any) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return loader.construct_scalar(node)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node)
+    return loader.construct_mapping(node)
+
+
+_TemplateLoader.add_multi_constructor("!", _plain_value)
+
+
+def routes_from_template(template: Path, function: str = API_FUNCTION) -> tuple[Route, ...]:
+    """The HTTP API routes ``template`` gives ``function``: its ``HttpApi`` events.
+
+    An event with neither ``Path`` nor ``Method`` is SAM's ``$default`` route; no
+    ``Method`` (or ``x-amazon-apigateway-any-method``) is ``ANY``.
+    """
+    with template.open(encoding="utf-8") as source:
+        document: Any = yaml.load(source, Loader=_TemplateLoader)  # noqa: S506 (safe loader)
+    resources = document.get("Resources") if isinstance(document, dict) else None
+    resource = resources.get(function) if isinstance(resources, dict) else None
+    if not isinstance(resource, dict):
+        raise TemplateRoutesError(f"{template}: no resource {function}")
+    events = (resource.get("Properties") or {}).get("Events") or {}
+    routes: list[Route] = []
+    for name, event in events.items():
+        if not isinstance(event, dict) or event.get("Type") != "HttpApi":
+            continue
+        properties = event.get("Properties") or {}
+        path, method = properties.get("Path"), properties.get("Method")
+        if path is None and method is None:
+            routes.append(DEFAULT_ROUTE)
+            continue
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise TemplateRoutesError(f"{template}: {function} event {name} has no /Path")
+        if method is None or str(method).lower() in ("any", "x-amazon-apigateway-any-method"):
+            routes.append(Route("ANY", path))
+        else:
+            routes.append(Route(str(method).upper(), path))
+    if not routes:
+        raise TemplateRoutesError(f"{template}: {function} has no HttpApi events")
+    return tuple(routes)
+
+
+def declared_routes() -> tuple[Route, ...]:
+    """The routes of the checkout's template.yaml, or ``$default`` without one."""
+    try:
+        template = functions_dir().parent / "template.yaml"
+    except HandlersNotFound:
+        return (DEFAULT_ROUTE,)
+    if not template.is_file():
+        logger.debug("no %s: every request goes to the function ($default)", template)
+        return (DEFAULT_ROUTE,)
+    try:
+        return routes_from_template(template)
+    except (OSError, yaml.YAMLError, TemplateRoutesError) as error:
+        logger.warning("routes from %s unreadable (%s); using $default", template, error)
+        return (DEFAULT_ROUTE,)
 
 
 @dataclass(frozen=True)
@@ -86,7 +214,7 @@ class CorsRules:
 
     allow_origins: tuple[str, ...]
     allow_headers: tuple[str, ...] = ("content-type", "x-api-key", "x-owner-id")
-    allow_methods: tuple[str, ...] = ("GET", "POST", "OPTIONS")
+    allow_methods: tuple[str, ...] = ("GET", "POST", "DELETE", "OPTIONS")
     max_age_s: int = 600
 
     def allowed_origin(self, origin: str | None) -> str | None:
@@ -123,18 +251,25 @@ def build_event(
     source_ip: str,
     route: Route,
     path_parameters: dict[str, str],
+    request_id: str | None = None,
 ) -> dict[str, Any]:
-    """The payload format 2.0 event API Gateway sends the function for this request."""
+    """The payload format 2.0 event API Gateway sends the function for this request.
+
+    ``target`` is the request target as sent (percent-encoded path and query).
+    """
     split = urlsplit(target)
     raw_path = split.path or "/"
     merged: dict[str, str] = {}
     cookies: list[str] = []
     for name, value in headers:
         key = name.lower()
+        if key in _HOP_BY_HOP:
+            continue
         if key == "cookie":
             # Format 2.0 moves cookies out of the headers into their own list.
             cookies.extend(part.strip() for part in value.split(";") if part.strip())
             continue
+        # Repeated headers are joined with commas, as format 2.0 does.
         merged[key] = f"{merged[key]},{value}" if key in merged else value
     host = merged.get("host", "localhost")
     domain = host.split(":", 1)[0] if not host.startswith("[") else host
@@ -157,7 +292,7 @@ def build_event(
                 "sourceIp": source_ip,
                 "userAgent": merged.get("user-agent", ""),
             },
-            "requestId": str(uuid.uuid4()),
+            "requestId": request_id or str(uuid.uuid4()),
             "routeKey": route.route_key,
             "stage": "$default",
             "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
@@ -168,6 +303,7 @@ def build_event(
     if cookies:
         event["cookies"] = cookies
     if split.query:
+        # Decoded; repeated keys joined with commas, as format 2.0 does.
         query: dict[str, str] = {}
         for key, value in parse_qsl(split.query, keep_blank_values=True):
             query[key] = f"{query[key]},{value}" if key in query else value
@@ -197,13 +333,12 @@ def _as_text(body: bytes, content_type: str) -> str | None:
 def reply_from_result(result: Any) -> HttpReply:
     """Turn the function's return value into the HTTP response, as format 2.0 does.
 
-    A dict with ``statusCode`` is a full response; anything else is JSON for a 200.
+    A dict with ``statusCode`` is a full response; anything else is the JSON body of
+    a 200.
     """
     if not isinstance(result, dict) or "statusCode" not in result:
         return HttpReply(
-            200,
-            [("content-type", "application/json")],
-            (result if isinstance(result, str) else json.dumps(result)).encode("utf-8"),
+            200, [("content-type", "application/json")], json.dumps(result).encode("utf-8")
         )
     headers = [(str(k), str(v)) for k, v in (result.get("headers") or {}).items()]
     for name, values in (result.get("multiValueHeaders") or {}).items():
@@ -213,109 +348,43 @@ def reply_from_result(result: Any) -> HttpReply:
     body = b""
     if raw_body is not None:
         text = raw_body if isinstance(raw_body, str) else json.dumps(raw_body)
-        body = base64.b64decode(text) if result.get("isBase64Encoded") else text.encode("utf-8")
+        body = (
+            base64.b64decode(text, validate=True)
+            if result.get("isBase64Encoded")
+            else text.encode("utf-8")
+        )
     return HttpReply(int(result["statusCode"]), headers, body)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    gateway: ApiGateway
+class _Refused(Exception):
+    """A request the gateway answers itself, without calling the function."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.reply = _json_reply(status, {"message": message})
 
 
-class _RequestHandler(BaseHTTPRequestHandler):
-    # Keep-alive, as API Gateway offers; every reply carries a Content-Length.
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def _handle(self) -> None:
-        started = time.monotonic()
-        try:
-            reply = self.server.gateway.respond(
-                method=self.command,
-                target=self.path,
-                headers=list(self.headers.items()),
-                read_body=self._read_body,
-                source_ip=self.client_address[0],
-            )
-        except _BodyTooLarge:
-            reply = _json_reply(413, {"message": "Request Entity Too Large"})
-            self.close_connection = True
-        except _BadRequest as error:
-            reply = _json_reply(400, {"message": str(error)})
-            self.close_connection = True
-        self.send_response(reply.status)
-        for name, value in reply.headers:
-            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
-                self.send_header(name, value)
-        self.send_header("content-length", str(len(reply.body)))
-        self.send_header("apigw-requestid", uuid.uuid4().hex[:16])
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(reply.body)
-        logger.info(
-            '%s "%s %s" %d %dms',
-            self.client_address[0],
-            self.command,
-            self.path,
-            reply.status,
-            (time.monotonic() - started) * 1000,
-        )
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
-
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            return self._read_chunked()
-        raw_length = self.headers.get("content-length")
-        if not raw_length:
-            return b""
-        try:
-            length = int(raw_length)
-        except ValueError:
-            raise _BadRequest("Invalid Content-Length") from None
-        if length < 0:
-            raise _BadRequest("Invalid Content-Length")
-        if length > MAX_BODY_BYTES:
-            raise _BodyTooLarge
-        return self.rfile.read(length)
-
-    def _read_chunked(self) -> bytes:
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            size_line = self.rfile.readline(1024).split(b";", 1)[0].strip()
-            try:
-                size = int(size_line, 16)
-            except ValueError:
-                raise _BadRequest("Invalid chunked encoding") from None
-            if size == 0:
-                # Trailers, up to the blank line that ends the message.
-                while self.rfile.readline(1024).strip():
-                    pass
-                return b"".join(chunks)
-            total += size
-            if total > MAX_BODY_BYTES:
-                raise _BodyTooLarge
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline(1024)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # Routed to logging (one access line is written per request in _handle).
-        logger.debug(format, *args)
+class _Reply(Response):
+    # API Gateway adds no content type the function did not give.
+    default_mimetype = None
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _RequestHandler(WSGIRequestHandler):
+    def make_environ(self) -> WSGIEnvironment:
+        environ = super().make_environ()
+        environ[_RAW_HEADERS_KEY] = list(self.headers.items())
+        return environ
 
-
-class _BadRequest(Exception):
-    pass
+    def log(self, type: str, message: str, *args: Any) -> None:
+        # werkzeug's own lines (one access line is logged per request by the gateway).
+        logger.debug(message, *args)
 
 
 class ApiGateway:
-    """An HTTP server on ``host:port`` that invokes ``invoke(event)`` per matched route.
+    """An HTTP server on ``host:port`` that invokes ``invoke(event)`` per request.
 
-    The socket is bound on construction, so a taken port fails here, before anything
+    ``routes`` defaults to template.yaml's (``declared_routes``). The socket is
+    bound on construction, so a taken port fails here (``OSError``), before anything
     else starts. ``invoke`` may be called from several threads at once.
     """
 
@@ -325,35 +394,119 @@ class ApiGateway:
         port: int,
         invoke: Invoke,
         *,
-        routes: Sequence[Route] = API_ROUTES,
+        routes: Sequence[Route] | None = None,
         cors: CorsRules | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self._invoke = invoke
-        self._routes = tuple(routes)
         self._cors = cors
-        self._server = _Server((host, port), _RequestHandler)
-        self._server.gateway = self
+        self._max_body_bytes = max_body_bytes
+        # Bound here rather than by werkzeug, which prints and exits on a taken port.
+        family = select_address_family(host, port)
+        listener = socket.create_server((host, port), family=family)
+        try:
+            self._server = make_server(
+                host,
+                port,
+                self,
+                threaded=True,
+                request_handler=_RequestHandler,
+                fd=listener.fileno(),
+            )
+        finally:
+            # werkzeug listens on a duplicate of the descriptor.
+            listener.close()
+        chosen = declared_routes() if routes is None else tuple(routes)
+        self._routes = tuple(sorted(chosen, key=lambda route: route.priority))
+        logger.debug("HTTP API routes: %s", ", ".join(r.route_key for r in self._routes))
         self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
         return int(self._server.server_address[1])
 
+    @property
+    def routes(self) -> tuple[Route, ...]:
+        return self._routes
+
     def start(self) -> None:
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.2},
+            kwargs={"poll_interval": 0.05},
             name="api-gateway",
             daemon=True,
         )
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop accepting requests and release the port."""
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()
             self._thread = None
         self._server.server_close()
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """The WSGI app: one HTTP request in, one HTTP response out."""
+        started = time.monotonic()
+        request = Request(environ)
+        request_id = str(uuid.uuid4())
+        headers: list[tuple[str, str]] = environ.get(_RAW_HEADERS_KEY) or list(
+            request.headers.items()
+        )
+        origin = request.headers.get("origin")
+        target = environ.get("RAW_URI") or request.full_path.rstrip("?")
+        try:
+            body = self._read_body(request)
+            reply = self.respond(
+                method=request.method,
+                target=target,
+                headers=headers,
+                body=body,
+                source_ip=request.remote_addr or "",
+                request_id=request_id,
+            )
+        except _Refused as refused:
+            reply = self._with_cors(refused.reply, origin)
+        except Exception:
+            logger.exception("the gateway failed on %s %s", request.method, target)
+            reply = _json_reply(500, {"message": "Internal Server Error"})
+        response = _Reply(reply.body, status=reply.status)
+        for name, value in reply.headers:
+            if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
+                response.headers.add(name, value)
+        response.headers["apigw-requestid"] = request_id
+        logger.info(
+            '%s "%s %s" %d %dms',
+            request.remote_addr,
+            request.method,
+            target,
+            reply.status,
+            (time.monotonic() - started) * 1000,
+        )
+        return response(environ, start_response)
+
+    def _read_body(self, request: Request) -> bytes:
+        raw_length = request.headers.get("content-length")
+        # werkzeug reads an invalid length as 0; API Gateway refuses the request.
+        if raw_length is not None and not _DECIMAL.fullmatch(raw_length.strip()):
+            raise _Refused(400, "Invalid Content-Length")
+        # Refused before reading anything, as API Gateway does.
+        if (request.content_length or 0) > self._max_body_bytes:
+            raise _Refused(413, "Request Entity Too Large")
+        # One byte over the limit: werkzeug ends a streamed (chunked) body at
+        # max_content_length without complaint, so an oversized one shows as longer.
+        request.max_content_length = self._max_body_bytes + 1
+        try:
+            body = request.get_data(cache=False)
+        except RequestEntityTooLarge:
+            raise _Refused(413, "Request Entity Too Large") from None
+        except ClientDisconnected:
+            # Also what werkzeug raises for a malformed chunk.
+            raise _Refused(400, "Incomplete or malformed request body") from None
+        if len(body) > self._max_body_bytes:
+            raise _Refused(413, "Request Entity Too Large")
+        return body
 
     def respond(
         self,
@@ -361,12 +514,12 @@ class ApiGateway:
         method: str,
         target: str,
         headers: Sequence[tuple[str, str]],
-        read_body: Callable[[], bytes],
+        body: bytes,
         source_ip: str,
+        request_id: str | None = None,
     ) -> HttpReply:
+        """What API Gateway answers to this request (the function's part included)."""
         origin = next((v for k, v in headers if k.lower() == "origin"), None)
-        # Read even when unused, so the connection stays usable for the next request.
-        body = read_body()
         if method == "OPTIONS" and self._cors is not None:
             return self._preflight(origin)
         path = urlsplit(target).path or "/"
@@ -381,6 +534,7 @@ class ApiGateway:
                     source_ip=source_ip,
                     route=route,
                     path_parameters=params,
+                    request_id=request_id,
                 )
                 reply = self._call(event)
                 break
@@ -392,8 +546,8 @@ class ApiGateway:
         try:
             return reply_from_result(self._invoke(event))
         except Exception:
-            # What API Gateway answers when the integration fails; the trace is the
-            # function's log, not the client's business.
+            # What API Gateway answers when the integration fails (or answers something
+            # that is not a response); the trace is the function's log, not the client's.
             logger.exception("the function failed on %s", event["routeKey"])
             return _json_reply(500, {"message": "Internal Server Error"})
 

@@ -69,7 +69,12 @@ def required_settings() -> set[str]:
     complete: dict[str, str] = {}
     for function in deployment.functions():
         complete.update(deployment.function_environment(function))
-    read = _load(complete)
+    try:
+        read = _load(complete)
+    except Exception as error:
+        raise AssertionError(
+            f"load_settings fails on the template's environment: {error}"
+        ) from error
     required = set()
     for name in sorted(read & set(complete)):
         try:

@@ -349,15 +349,16 @@ def test_every_setting_the_template_gives_is_read_by_the_code(run: Run) -> None:
         assert not unread, f"{name} never reads {sorted(unread)}"
 
 
-def test_settings_the_code_requires_are_set_on_every_function(run: Run) -> None:
+def test_settings_the_code_requires_are_set_on_every_function() -> None:
     # Given the names load_settings reads, and which of them it cannot do without
     from tests.infra.settings_probe import required_settings
 
     required = required_settings()
     assert required, "load_settings requires nothing? the probe is broken"
     # Then the template sets each of them on every function
-    for name in run.deployment.functions():
-        missing = required - set(run.deployment.function_environment(name))
+    deployment = Deployment(load_template())
+    for name in deployment.functions():
+        missing = required - set(deployment.function_environment(name))
         assert not missing, f"{name} lacks {sorted(missing)}"
 
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Fetch the pinned static ffmpeg binary for AWS Lambda and install it as ``<dest>/ffmpeg``.
 
-This is the one recipe for the project's ffmpeg: the ``FfmpegLayer`` makefile build runs
-it on the developer's machine (no Docker), and ``functions/master/Dockerfile`` runs it
-inside the Lambda base image. Both therefore ship the byte-identical binary.
+This is the one recipe for the project's ffmpeg: ``functions/master/Dockerfile`` runs it
+inside the Lambda base image, and ``layers/ffmpeg/Makefile`` runs it (no Docker) for
+anyone who wants the same binary as a Lambda layer. Both get the byte-identical binary.
 
 The binary comes from the ``imageio-ffmpeg`` wheel on PyPI, which carries a static
 GPL-3.0-or-later ffmpeg build (mp3/flac/wav/aac/opus decoders, libmp3lame and flac

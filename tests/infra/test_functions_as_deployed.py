@@ -1,0 +1,413 @@
+"""The three functions, configured exactly as template.yaml configures them, doing
+their jobs against moto; and their IAM policies held against what the code did.
+
+One run (module fixture) takes jobs through every path that touches AWS: create,
+upload, master (a success and a missing upload), read, expire on read, the scheduled
+sweep (an abandoned upload, a stuck job) and the master's on-failure destination,
+with a webhook configured so the webhook secret is read too. Each function is its own
+process with the template's environment (see ``deployed.py``), so a setting the
+template forgets, a table index it lacks, or a bucket it names differently from the
+code fails here, and each AWS call is recorded for the IAM tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import time
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+
+from tests.infra.deployed import (
+    API_KEY,
+    FunctionProcess,
+    Moto,
+    Need,
+    create_resources,
+    moto_server,
+)
+from tests.infra.stack import REPO, Deployment, Grant, function_role, load_template, role_grants
+
+EVENTS = REPO / "events"
+ORIGINS = ["https://app.example.test", "http://localhost:5173"]
+# A webhook the sender refuses before connecting (loopback): the secret is still read.
+WEBHOOK_URL = "https://127.0.0.1:9/ai-mastering-webhook"
+OWNER = "user-infra"
+RATE = 44_100
+
+
+def load_event(name: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return event
+
+
+def api_event(
+    method: str, path: str, *, route: str | None = None, body: Any = None, key: str = API_KEY
+) -> dict[str, Any]:
+    """An HTTP API (payload 2.0) event as API Gateway sends it for ``route``."""
+    event = copy.deepcopy(load_event("api-get-job.json"))
+    route_key = route or f"{method} {path}"
+    event["routeKey"] = event["requestContext"]["routeKey"] = route_key
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["requestContext"]["http"]["method"] = method
+    event["headers"] = {
+        "content-type": "application/json",
+        "origin": ORIGINS[0],
+        "x-api-key": key,
+        "x-owner-id": OWNER,
+    }
+    event.pop("pathParameters", None)
+    if "{job_id}" in route_key:
+        event["pathParameters"] = {"job_id": path.split("/")[2]}
+    if body is not None:
+        event["body"] = json.dumps(body)
+    return event
+
+
+def s3_event(bucket: str, key: str, size: int) -> dict[str, Any]:
+    event = copy.deepcopy(load_event("s3-put-target.json"))
+    record = event["Records"][0]["s3"]
+    record["bucket"]["name"] = bucket
+    record["bucket"]["arn"] = f"arn:aws:s3:::{bucket}"
+    record["object"]["key"] = key
+    record["object"]["size"] = size
+    return event
+
+
+def master_failure_event(bucket: str, key: str) -> dict[str, Any]:
+    event = copy.deepcopy(load_event("lifecycle-master-failure.json"))
+    record = event["requestPayload"]["Records"][0]["s3"]
+    record["bucket"]["name"] = bucket
+    record["object"]["key"] = key
+    return event
+
+
+def song(seconds: float = 3.0) -> bytes:
+    """A 16-bit stereo WAV of a few decaying notes."""
+    rng = np.random.default_rng(3)
+    t = np.arange(int(seconds * RATE)) / RATE
+    envelope = np.exp(-3.0 * np.mod(t, 0.5))
+    voice = [
+        envelope * sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 6.3)) for f in (110, 220, 330))
+        for _ in range(2)
+    ]
+    samples = np.stack(voice, axis=1)
+    samples *= 0.3 / np.max(np.abs(samples))
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as sink:
+        sink.setnchannels(2)
+        sink.setsampwidth(2)
+        sink.setframerate(RATE)
+        sink.writeframes((samples * 32767).astype("<i2").tobytes())
+    return buffer.getvalue()
+
+
+@dataclass
+class Run:
+    deployment: Deployment
+    translated: Deployment
+    functions: dict[str, FunctionProcess]
+    answers: dict[str, Any] = field(default_factory=dict)
+    routes: set[tuple[str, str]] = field(default_factory=set)
+    result_wav: bytes = b""
+
+    def body(self, name: str) -> Any:
+        return json.loads(self.answers[name]["body"])
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[Moto]:
+    yield from moto_server()
+
+
+@pytest.fixture(scope="module")
+def run(moto: Moto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    import imageio_ffmpeg
+
+    folder = tmp_path_factory.mktemp("deployed")
+    deployment = Deployment(load_template(), {"AllowedOrigins": ORIGINS, "WebhookUrl": WEBHOOK_URL})
+    create_resources(deployment, moto.endpoint)
+    uploads = deployment.physical_name("UploadsBucket")
+    table = moto.client("dynamodb")
+    table_name = deployment.physical_name("JobsTable")
+    (folder / "tmp").mkdir()
+    # What the master image's own ENV provides (its /tmp, its ffmpeg), on this machine.
+    image_env = {"WORK_DIR": str(folder / "tmp"), "FFMPEG_PATH": imageio_ffmpeg.get_ffmpeg_exe()}
+    functions = {
+        name: FunctionProcess(
+            deployment,
+            name,
+            endpoint=moto.endpoint,
+            folder=folder,
+            image_env=image_env if name == "MasterFunction" else None,
+        )
+        for name in ("PresignFunction", "MasterFunction", "JobLifecycleFunction")
+    }
+    run = Run(deployment, deployment.translate(), functions)
+    presign, master, lifecycle = (
+        functions[name] for name in ("PresignFunction", "MasterFunction", "JobLifecycleFunction")
+    )
+
+    def create(label: str, size: int) -> str:
+        body = {
+            "target": {"filename": f"{label}.wav", "size": size, "content_type": "audio/wav"},
+            "preset": "balanced",
+        }
+        answer = presign.invoke(api_event("POST", "/jobs", body=body))
+        run.answers[f"create-{label}"] = answer
+        assert answer["statusCode"] == 201, answer
+        job_id: str = json.loads(answer["body"])["job_id"]
+        return job_id
+
+    def put_status(job_id: str, status: str, deadline_at: int) -> None:
+        # Time passing, or a master that died mid-job: the job's status and deadline are
+        # the table's own key attributes (the index the sweep reads).
+        table.update_item(
+            TableName=table_name,
+            Key={"job_id": {"S": job_id}},
+            UpdateExpression="SET #s = :s, deadline_at = :d",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":s": {"S": status}, ":d": {"N": str(deadline_at)}},
+        )
+
+    try:
+        run.routes = presign.routes()
+        audio = song()
+        mastered = create("mastered", len(audio))
+        missing = create("missing", len(audio))
+        read_late = create("read-late", len(audio))
+        abandoned = create("abandoned", len(audio))
+        stuck = create("stuck", len(audio))
+        crashed = create("crashed", len(audio))
+
+        # A browser uploads with the presigned POST; S3 tells the master.
+        upload = json.loads(run.answers["create-mastered"]["body"])["uploads"]["target"]
+        response = requests.post(
+            upload["url"],
+            data=upload["fields"],
+            files={"file": ("mastered.wav", audio, "audio/wav")},
+            timeout=30,
+        )
+        assert response.status_code in (200, 201, 204), response.text
+        key = f"uploads/{mastered}/target"
+        run.answers["master-mastered"] = master.invoke(s3_event(uploads, key, len(audio)))
+        # An event for an upload that is not (or no longer) there.
+        key = f"uploads/{missing}/target"
+        run.answers["master-missing"] = master.invoke(s3_event(uploads, key, len(audio)))
+
+        overdue, in_time = 1, int(time.time()) + 3600
+        for job_id, status, deadline_at in (
+            (read_late, "awaiting_upload", overdue),
+            (abandoned, "awaiting_upload", overdue),
+            (stuck, "processing", overdue),
+            (crashed, "queued", in_time),
+        ):
+            put_status(job_id, status, deadline_at)
+
+        for label, job_id in (("mastered", mastered), ("missing", missing)):
+            run.answers[f"get-{label}"] = presign.invoke(api_event("GET", f"/jobs/{job_id}"))
+        run.answers["get-read-late"] = presign.invoke(api_event("GET", f"/jobs/{read_late}"))
+        run.answers["health"] = presign.invoke(api_event("GET", "/health"))
+        run.answers["presets"] = presign.invoke(api_event("GET", "/presets"))
+        run.answers["unknown-route"] = presign.invoke(
+            api_event("PUT", "/no/such/route", route="$default")
+        )
+        run.answers["wrong-key"] = presign.invoke(
+            api_event("GET", f"/jobs/{mastered}", key="not-the-key")
+        )
+
+        url = run.body("get-mastered")["results"]["wav16"]["url"]
+        run.result_wav = requests.get(url, timeout=30).content
+
+        run.answers["sweep"] = lifecycle.invoke(load_event("lifecycle-schedule.json"))
+        run.answers["master-failure"] = lifecycle.invoke(
+            master_failure_event(uploads, f"uploads/{crashed}/target")
+        )
+        run.answers["job-ids"] = {
+            "abandoned": abandoned,
+            "stuck": stuck,
+            "crashed": crashed,
+            "mastered": mastered,
+        }
+        yield run
+    finally:
+        for process in functions.values():
+            process.stop()
+
+
+# ---------------------------------------------------------------- the functions work
+
+
+def test_a_job_masters_end_to_end_with_the_template_settings(run: Run) -> None:
+    # Given the three functions configured only by the template
+    # When a preset job is created, uploaded and mastered
+    # Then it succeeds and its result downloads as a WAV through the presigned GET
+    assert run.answers["master-mastered"] == {
+        "jobs": {run.answers["job-ids"]["mastered"]: "succeeded"}
+    }
+    job = run.body("get-mastered")
+    assert job["status"] == "succeeded", job
+    with wave.open(io.BytesIO(run.result_wav)) as result:
+        assert result.getframerate() == RATE
+        assert result.getnframes() == 3 * RATE
+
+
+def test_failures_end_as_the_api_promises(run: Run) -> None:
+    # Given jobs that went wrong in each way the stack handles
+    # Then each one ended with its reason, and nothing stayed pending
+    assert run.body("get-missing")["error"]["code"] == "upload_missing"
+    assert run.body("get-read-late")["status"] == "expired"
+    ids = run.answers["job-ids"]
+    assert run.answers["sweep"] == {"expired": [ids["abandoned"]], "failed": [ids["stuck"]]}
+    assert run.answers["master-failure"] == {"failed": [ids["crashed"]]}
+    assert run.answers["wrong-key"]["statusCode"] == 401
+
+
+def test_unknown_routes_answer_the_json_error_shape(run: Run) -> None:
+    # Given a request API Gateway matches to no route but $default
+    answer = run.answers["unknown-route"]
+    # Then the function answers it, in the API's error shape
+    assert answer["statusCode"] == 404
+    assert json.loads(answer["body"])["error"]["code"] == "not_found"
+
+
+def test_the_http_api_routes_every_route_of_the_code_and_the_rest_to_it(run: Run) -> None:
+    # Given the routes the presign code serves
+    served = {(method, path.replace("<", "{").replace(">", "}")) for method, path in run.routes}
+    # When SAM builds the HTTP API from the template
+    (api,) = run.translated.of_type("AWS::ApiGatewayV2::Api").values()
+    body = api["Properties"]["Body"]
+    routed = {
+        (method.upper(), path)
+        for path, methods in body["paths"].items()
+        for method in methods
+        if method != "parameters"
+    }
+    # Then each of them is a route, and $default sends anything else to the function
+    assert served <= routed, f"not routed: {sorted(served - routed)}"
+    assert ("X-AMAZON-APIGATEWAY-ANY-METHOD", "/$default") in routed
+    presign_uri = json.dumps(run.translated.resolve({"Fn::GetAtt": ["PresignFunction", "Arn"]}))
+    for path, methods in body["paths"].items():
+        for method, spec in methods.items():
+            uri = json.dumps(run.translated.resolve(spec["x-amazon-apigateway-integration"]["uri"]))
+            assert presign_uri.strip('"') in uri, f"{method} {path} goes elsewhere: {uri}"
+
+
+def test_cors_is_the_http_apis_alone(run: Run) -> None:
+    # Given the origins the stack is deployed for
+    (api,) = run.translated.of_type("AWS::ApiGatewayV2::Api").values()
+    cors = run.translated.resolve(api["Properties"]["Body"]["x-amazon-apigateway-cors"])
+    # Then API Gateway answers for exactly those origins, every method the API has,
+    # and the headers callers send
+    assert cors["allowOrigins"] == ORIGINS
+    methods = {method for method, _ in run.routes}
+    assert methods | {"OPTIONS"} <= set(cors["allowMethods"])
+    assert {"content-type", "x-api-key", "x-owner-id"} <= {h.lower() for h in cors["allowHeaders"]}
+    # And the function adds no CORS headers of its own, on success or error
+    for name in ("create-mastered", "get-mastered", "unknown-route", "wrong-key"):
+        headers = {h.lower() for h in (run.answers[name].get("headers") or {})}
+        headers |= {h.lower() for h in (run.answers[name].get("multiValueHeaders") or {})}
+        assert not {h for h in headers if h.startswith("access-control-")}, name
+
+
+def test_the_job_records_expire_by_the_tables_ttl_attribute(run: Run, moto: Moto) -> None:
+    # Given the table's TTL attribute as the template declares it
+    ttl = run.deployment.resolve(
+        run.deployment.resources["JobsTable"]["Properties"]["TimeToLiveSpecification"]
+    )
+    assert ttl["Enabled"] is True
+    # Then every job the code wrote carries it, as epoch seconds
+    items = moto.client("dynamodb").scan(TableName=run.deployment.physical_name("JobsTable"))
+    assert items["Items"]
+    for item in items["Items"]:
+        assert int(item[ttl["AttributeName"]]["N"]) > time.time()
+
+
+# ---------------------------------------------------------------- settings
+
+
+def test_every_setting_the_template_gives_is_read_by_the_code(run: Run) -> None:
+    # Given the variables the template sets, globally and per function
+    template = run.deployment.template
+    global_names = set(template["Globals"]["Function"]["Environment"]["Variables"])
+    read_anywhere = set().union(*(p.env_read() for p in run.functions.values()))
+    # Then no setting is dead: each global is read by some function, and each
+    # function's own by that function
+    assert global_names <= read_anywhere, f"never read: {sorted(global_names - read_anywhere)}"
+    for name, process in run.functions.items():
+        own = set(
+            run.deployment.resources[name]["Properties"].get("Environment", {}).get("Variables", {})
+        )
+        unread = own - process.env_read()
+        assert not unread, f"{name} never reads {sorted(unread)}"
+
+
+def test_settings_the_code_requires_are_set_on_every_function() -> None:
+    # Given the names load_settings reads, and which of them it cannot do without
+    from tests.infra.settings_probe import required_settings
+
+    required = required_settings()
+    assert required, "load_settings requires nothing? the probe is broken"
+    # Then the template sets each of them on every function
+    deployment = Deployment(load_template())
+    for name in deployment.functions():
+        missing = required - set(deployment.function_environment(name))
+        assert not missing, f"{name} lacks {sorted(missing)}"
+
+
+# ---------------------------------------------------------------- IAM
+
+
+# SAM grants the master lambda:InvokeFunction on its on-failure destination; that
+# grant is checked with the async configuration (test_stack.py), not by a call here.
+SAM_GRANTS = {"MasterFunction": {"lambda:InvokeFunction"}}
+# Grants for paths no deterministic run reaches, each with the code that needs it.
+UNREACHED = {
+    # worker/runner.py: a job that fails, or is ended by the lifecycle function, after
+    # its results were uploaded deletes them (DeleteObjects on the written keys).
+    ("MasterFunction", "s3:DeleteObject", "results/*"),
+}
+
+
+def _grants(run: Run, function: str) -> list[Grant]:
+    return role_grants(run.translated, function_role(run.translated, function))
+
+
+@pytest.mark.parametrize("function", ["PresignFunction", "MasterFunction", "JobLifecycleFunction"])
+def test_the_role_allows_every_call_the_code_made(run: Run, function: str) -> None:
+    # Given what the function asked of AWS during the run, presigned URLs included
+    needs = run.functions[function].needs()
+    assert needs, f"{function} made no AWS call?"
+    grants = _grants(run, function)
+    # Then its role allows each of them
+    denied = [n for n in needs if not any(g.allows(n.action, n.resource) for g in grants)]
+    assert not denied, "\n".join(f"{n.action} on {n.resource} ({n.because})" for n in denied)
+
+
+@pytest.mark.parametrize("function", ["PresignFunction", "MasterFunction", "JobLifecycleFunction"])
+def test_the_role_allows_nothing_the_code_did_not_use(run: Run, function: str) -> None:
+    # Given the role's grants, as (action, resource pattern) pairs
+    needs: list[Need] = run.functions[function].needs()
+    unused = []
+    for grant in _grants(run, function):
+        for action in grant.actions:
+            if action in SAM_GRANTS.get(function, set()):
+                continue
+            for resource in grant.resources:
+                if any(
+                    (function, action) == (f, a) and resource.endswith("/" + suffix)
+                    for f, a, suffix in UNREACHED
+                ):
+                    continue
+                single = Grant(grant.role, (action,), (resource,))
+                if not any(single.allows(n.action, n.resource) for n in needs):
+                    unused.append(f"{action} on {resource}")
+    # Then every one of them was needed by some call of the run
+    assert not unused, f"{function} may do more than its code does: {unused}"

@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
-test: install lint typecheck pytest edge-test
+test: install lint typecheck pytest edge-test image-check
 
 # Deno comes from the `deno` npm package (package.json pins it).
 DENO_STAMP := node_modules/.installed-stamp
@@ -47,14 +47,14 @@ typecheck: install
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy functions/presign
 	$(VENV)/bin/mypy functions/master/app.py
+	$(VENV)/bin/mypy tools/image_check.py
 
 validate: install
 	$(VENV)/bin/sam validate --lint
 
-# Zip function and layer only: the master image needs Docker (see docs/deploy.md).
+# The zip function only: the master image needs Docker (see docs/deploy.md).
 build: install
 	$(VENV)/bin/sam build PresignFunction
-	$(VENV)/bin/sam build FfmpegLayer
 
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -10,6 +10,7 @@ from typing import Any
 
 from mastering.formats import InputRole, OutputFormat
 from mastering.jobs.model import Job, JobStatus, ResultObject, Stage, can_transition, iso
+from mastering.jobs.store import JobAlreadyExists
 from mastering.options import MasteringOptions
 from mastering.storage.objects import ObjectInfo, PresignedPost
 
@@ -23,7 +24,7 @@ class InMemoryJobStore:
 
     def create(self, job: Job) -> None:
         if job.job_id in self.jobs:
-            raise KeyError(job.job_id)
+            raise JobAlreadyExists(job.job_id)
         self.jobs[job.job_id] = job
 
     def get(self, job_id: str) -> Job | None:

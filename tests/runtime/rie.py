@@ -307,8 +307,6 @@ def lambda_environment(
         # Only /tmp is writable in Lambda: everything that wants a scratch dir goes there.
         "WORK_DIR": str(work_dir),
         "TMPDIR": str(work_dir),
-        "NUMBA_CACHE_DIR": str(work_dir / "numba-cache"),
-        "MPLCONFIGDIR": str(work_dir / "matplotlib"),
         # No ~/.aws of whoever runs the tests.
         "AWS_CONFIG_FILE": str(work_dir / "no-aws-config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(work_dir / "no-aws-credentials"),

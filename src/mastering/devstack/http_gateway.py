@@ -162,8 +162,8 @@ _TemplateLoader.add_multi_constructor("!", _plain_value)
 def routes_from_template(template: Path, function: str = API_FUNCTION) -> tuple[Route, ...]:
     """The HTTP API routes ``template`` gives ``function``: its ``HttpApi`` events.
 
-    An event with neither ``Path`` nor ``Method`` is SAM's ``$default`` route; no
-    ``Method`` (or ``x-amazon-apigateway-any-method``) is ``ANY``.
+    An event with neither ``Path`` nor ``Method``, or with ``Path: $default``, is the
+    ``$default`` route; no ``Method`` (or ``x-amazon-apigateway-any-method``) is ``ANY``.
     """
     with template.open(encoding="utf-8") as source:
         document: Any = yaml.load(source, Loader=_TemplateLoader)  # noqa: S506 (safe loader)
@@ -178,7 +178,7 @@ def routes_from_template(template: Path, function: str = API_FUNCTION) -> tuple[
             continue
         properties = event.get("Properties") or {}
         path, method = properties.get("Path"), properties.get("Method")
-        if path is None and method is None:
+        if (path is None and method is None) or path == DEFAULT_ROUTE_KEY:
             routes.append(DEFAULT_ROUTE)
             continue
         if not isinstance(path, str) or not path.startswith("/"):

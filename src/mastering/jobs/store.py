@@ -31,6 +31,10 @@ from mastering.options import MasteringOptions
 STATUS_DEADLINE_INDEX = "status-deadline-index"
 
 
+class JobAlreadyExists(Exception):
+    """A job with this id exists (ids are random UUIDs: a bug, or a replayed create)."""
+
+
 class JobStore(Protocol):
     """Jobs by id, every change conditional on the job's current state.
 
@@ -90,9 +94,14 @@ class DynamoJobStore:
 
     def create(self, job: Job) -> None:
         ttl = ttl_for(self._retention_days, datetime.fromisoformat(job.updated_at))
-        self._table.put_item(
-            Item=job.to_item(ttl), ConditionExpression="attribute_not_exists(job_id)"
-        )
+        try:
+            self._table.put_item(
+                Item=job.to_item(ttl), ConditionExpression="attribute_not_exists(job_id)"
+            )
+        except ClientError as error:
+            if _condition_failed(error):
+                raise JobAlreadyExists(job.job_id) from error
+            raise
 
     def get(self, job_id: str) -> Job | None:
         item = self._table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")

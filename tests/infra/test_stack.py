@@ -255,3 +255,15 @@ def test_no_secret_travels_through_cloudformation(template: dict[str, Any]) -> N
     assert "{{resolve:" not in text, "a dynamic reference would copy the secret into CFN"
     # Nothing that looks like a key or token (long hex or base64 runs) as a literal.
     assert not re.findall(r"[0-9a-fA-F]{32,}|[A-Za-z0-9+/]{40,}={0,2}", text)
+
+
+def test_the_code_and_the_local_stack_default_to_the_templates_master_timeout(
+    template: dict[str, Any],
+) -> None:
+    from mastering.config import DEFAULT_MASTER_TIMEOUT_S
+    from mastering.devstack import defaults
+
+    # Given the template's default master timeout
+    default = template["Parameters"]["MasterTimeout"]["Default"]
+    # Then the code, when nothing says otherwise, and the local stack assume the same
+    assert DEFAULT_MASTER_TIMEOUT_S == defaults.MASTER_TIMEOUT_S == int(default)

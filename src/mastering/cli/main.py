@@ -1,7 +1,7 @@
 """``mastering``: entry point of the console script and of ``python -m mastering.cli``.
 
 Each subcommand lives in its own module with ``register(subparsers)``; modules
-import their heavy dependencies (numpy, matchering, moto, requests) only when they
+import their heavy dependencies (numpy, scipy, moto, requests) only when they
 run, so ``mastering --help`` answers at once.
 """
 

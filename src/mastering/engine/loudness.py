@@ -1,9 +1,9 @@
 """Integrated loudness (BS.1770-4, EBU R128) measured on a stream of blocks.
 
-``mastering.audio.measure`` measured whole arrays with pyloudnorm, which filters a
-float64 copy of the track. The engine sees its audio block by block anyway, so it
-meters there: the same BS.1770-4 gating as pyloudnorm with its K-weighting
-coefficients (the tests check both against pyloudnorm).
+pyloudnorm measures whole arrays and filters a float64 copy of the track; the engine
+sees its audio block by block anyway, so it meters there: the same BS.1770-4 gating
+as pyloudnorm with its K-weighting coefficients (the tests check both against
+pyloudnorm, their outside oracle).
 
 Nothing here imports ``scipy.signal`` (pyloudnorm imports it, about 1 s): the
 K-weighting biquads are pyloudnorm's formulas evaluated here, run by ``engine.iir``.

@@ -9,8 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from mastering.formats import InputRole, OutputFormat
-from mastering.jobs.model import Job, JobStatus, ResultObject, Stage, can_transition, iso
-from mastering.jobs.store import JobAlreadyExists
+from mastering.jobs.model import (
+    LIVE_STATUSES,
+    Job,
+    JobStatus,
+    ResultObject,
+    Stage,
+    can_transition,
+    iso,
+)
+from mastering.jobs.store import JobAlreadyExists, JobPage, ListPosition
 from mastering.options import MasteringOptions
 from mastering.storage.objects import ObjectInfo, PresignedPost
 
@@ -102,6 +110,40 @@ class InMemoryJobStore:
             if j.status is status and j.deadline_at <= now_epoch
         ][:limit]
 
+    def list_for_owner(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        status: JobStatus | None = None,
+        after: ListPosition | None = None,
+    ) -> JobPage:
+        ordered = sorted(
+            (job for job in self.jobs.values() if job.owner == owner),
+            key=lambda job: (job.created_at, job.job_id),
+            reverse=True,
+        )
+        if after is not None:
+            ordered = [
+                j for j in ordered if (j.created_at, j.job_id) < (after.created_at, after.job_id)
+            ]
+        matching = [job for job in ordered if status is None or job.status is status]
+        page = matching[:limit]
+        more = len(matching) > limit
+        return JobPage(page, ListPosition(page[-1].job_id, page[-1].created_at) if more else None)
+
+    def count_live(self, owner: str, *, created_since: datetime) -> int:
+        return sum(
+            1
+            for job in self.jobs.values()
+            if job.owner == owner
+            and job.status in LIVE_STATUSES
+            and job.created_at >= iso(created_since)
+        )
+
+    def delete(self, job_id: str) -> None:
+        self.jobs.pop(job_id, None)
+
     def record_webhook(self, job_id: str, outcome: dict[str, Any]) -> None:
         self.webhooks[job_id] = outcome
 
@@ -169,6 +211,12 @@ class FakeStorage:
     def delete(self, bucket: str, keys: list[str]) -> None:
         for key in keys:
             self.objects.pop((bucket, key), None)
+
+    def delete_prefix(self, bucket: str, prefix: str) -> int:
+        doomed = [k for (b, k) in self.objects if b == bucket and k.startswith(prefix)]
+        for key in doomed:
+            del self.objects[(bucket, key)]
+        return len(doomed)
 
 
 class RecordingNotifier:

@@ -20,6 +20,8 @@ from mastering.errors import InternalError
 MIB = 1024 * 1024
 # template.yaml's MasterTimeout default: the master function's own time limit.
 DEFAULT_MASTER_TIMEOUT_S = 360
+# template.yaml's MaxLiveJobsPerOwner default.
+DEFAULT_MAX_LIVE_JOBS_PER_OWNER = 10
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
 AddressingStyle = Literal["auto", "virtual", "path"]
@@ -68,6 +70,8 @@ class Settings:
     # Job records are deleted by DynamoDB TTL this long after their last change.
     job_retention_days: int = 30
     master_timeout_s: int = DEFAULT_MASTER_TIMEOUT_S
+    # Jobs one owner may have awaiting upload, queued or processing at once (0: no limit).
+    max_live_jobs_per_owner: int = DEFAULT_MAX_LIVE_JOBS_PER_OWNER
     allowed_origins: tuple[str, ...] = ()
     work_dir: Path = field(default_factory=lambda: Path("/tmp"))
     ffmpeg_path: str | None = None
@@ -158,6 +162,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         upload_window_s=env.integer("UPLOAD_WINDOW_S", 60 * 60),
         job_retention_days=env.integer("JOB_RETENTION_DAYS", 30),
         master_timeout_s=env.integer("MASTER_TIMEOUT_S", DEFAULT_MASTER_TIMEOUT_S),
+        max_live_jobs_per_owner=env.integer(
+            "MAX_LIVE_JOBS_PER_OWNER", DEFAULT_MAX_LIVE_JOBS_PER_OWNER
+        ),
         allowed_origins=origins,
         work_dir=Path(env.text("WORK_DIR", "/tmp")),
         ffmpeg_path=env.optional("FFMPEG_PATH"),

@@ -27,6 +27,9 @@ class ErrorCode(StrEnum):
     UPLOAD_MISSING = "upload_missing"
     UPLOAD_EXPIRED = "upload_expired"
     PROCESSING_TIMEOUT = "processing_timeout"
+    JOB_FINISHED = "job_finished"
+    TOO_MANY_JOBS = "too_many_jobs"
+    CANCELLED = "cancelled"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -114,6 +117,28 @@ class ProcessingTimeout(MasteringError):
     http_status = 504
 
 
+class JobFinished(MasteringError):
+    """Cancel of a job that has already ended."""
+
+    code = ErrorCode.JOB_FINISHED
+    http_status = 409
+
+
+class TooManyJobs(MasteringError):
+    """The owner already has as many live jobs as the deployment allows."""
+
+    code = ErrorCode.TOO_MANY_JOBS
+    http_status = 429
+
+
+class JobCancelled(MasteringError):
+    """The job was cancelled while it was being processed: the worker stops, publishes
+    nothing, and leaves the job as the cancel request wrote it."""
+
+    code = ErrorCode.CANCELLED
+    http_status = 409
+
+
 class InternalError(MasteringError):
     code = ErrorCode.INTERNAL_ERROR
     http_status = 500
@@ -136,6 +161,9 @@ _BY_CODE: dict[ErrorCode, type[MasteringError]] = {
         UploadMissing,
         UploadExpired,
         ProcessingTimeout,
+        JobFinished,
+        TooManyJobs,
+        JobCancelled,
         InternalError,
     )
 }

@@ -188,3 +188,96 @@ def test_overdue_jobs_are_found_by_status_and_deadline(store: JobStore) -> None:
 
 def test_records_are_kept_for_the_retention_period_after_their_last_change() -> None:
     assert ttl_for(30, NOW) == int((NOW + timedelta(days=30)).timestamp())
+
+
+def _owned(owner: str, index: int, status: JobStatus = JobStatus.AWAITING_UPLOAD) -> Job:
+    job = _job(job_id=f"3f0c1a52-7d1e-4b8e-9a61-{index:012d}")
+    created = iso(NOW + timedelta(seconds=index))
+    return Job(**{**job.__dict__, "owner": owner, "created_at": created, "status": status})
+
+
+def test_an_owner_lists_only_their_jobs_newest_first_page_by_page(store: JobStore) -> None:
+    # Given seven jobs of one owner, two of another, and one of the empty owner
+    for index in range(7):
+        store.create(_owned("alice", index))
+    for index in range(7, 9):
+        store.create(_owned("bob", index))
+    store.create(_owned("", 9))
+    # When alice pages through hers three at a time
+    seen: list[str] = []
+    page = store.list_for_owner("alice", limit=3)
+    pages = 1
+    while True:
+        seen += [job.created_at for job in page.jobs]
+        if page.next_position is None:
+            break
+        page = store.list_for_owner("alice", limit=3, after=page.next_position)
+        pages += 1
+    # Then she sees exactly her seven, newest first, in three pages
+    expected = [iso(NOW + timedelta(seconds=i)) for i in reversed(range(7))]
+    assert seen == expected
+    assert pages == 3
+    assert [job.owner for job in store.list_for_owner("", limit=10).jobs] == [""]
+
+
+def test_a_listing_filtered_by_status_skips_other_statuses(store: JobStore) -> None:
+    # Given an owner's jobs in mixed states
+    for index in range(6):
+        status = JobStatus.FAILED if index % 2 else JobStatus.AWAITING_UPLOAD
+        store.create(_owned("alice", index, status))
+    # When only the failed ones are asked for, two per page
+    first = store.list_for_owner("alice", limit=2, status=JobStatus.FAILED)
+    assert first.next_position is not None
+    second = store.list_for_owner(
+        "alice", limit=2, status=JobStatus.FAILED, after=first.next_position
+    )
+    # Then each page holds failed jobs only, newest first, and the listing ends
+    statuses = {job.status for job in first.jobs + second.jobs}
+    assert statuses == {JobStatus.FAILED}
+    assert len(first.jobs) + len(second.jobs) == 3
+    if second.next_position is not None:
+        rest = store.list_for_owner(
+            "alice", limit=2, status=JobStatus.FAILED, after=second.next_position
+        )
+        assert rest.jobs == []
+
+
+def test_live_jobs_are_counted_per_owner_and_since_a_moment(store: JobStore) -> None:
+    # Given alice with two live jobs, one ended, and bob with one live
+    store.create(_owned("alice", 0))
+    store.create(_owned("alice", 1, JobStatus.QUEUED))
+    store.create(_owned("alice", 2, JobStatus.SUCCEEDED))
+    store.create(_owned("bob", 3))
+    # Then
+    assert store.count_live("alice", created_since=NOW) == 2
+    assert store.count_live("alice", created_since=NOW + timedelta(seconds=1)) == 1
+    assert store.count_live("bob", created_since=NOW) == 1
+    assert store.count_live("carol", created_since=NOW) == 0
+
+
+def test_a_job_can_be_cancelled_from_any_live_state_and_deleted(store: JobStore) -> None:
+    # Given a processing job
+    _processing(store)
+    # When it is cancelled
+    cancelled = store.transition(
+        JOB_ID,
+        JobStatus.PROCESSING,
+        JobStatus.CANCELLED,
+        now=NOW,
+        stage=Stage.CANCELLED,
+        percent=5,
+    )
+    # Then it is terminal, progress stops and it cannot succeed any more
+    assert cancelled is not None
+    assert cancelled.status.is_terminal
+    assert not store.set_progress(
+        JOB_ID, attempt_id="attempt-1", stage=Stage.ENCODING, percent=80, now=NOW
+    )
+    with pytest.raises(ValueError, match="no transition"):
+        store.transition(
+            JOB_ID, JobStatus.CANCELLED, JobStatus.SUCCEEDED, now=NOW, stage=Stage.DONE, percent=100
+        )
+    # And once deleted it is gone (deleting twice is harmless)
+    store.delete(JOB_ID)
+    store.delete(JOB_ID)
+    assert store.get(JOB_ID) is None

@@ -9,7 +9,7 @@ from typing import Any
 
 from mastering import clients
 from mastering.config import AwsSettings, Settings
-from mastering.jobs.store import STATUS_DEADLINE_INDEX
+from mastering.jobs.store import OWNER_INDEX, STATUS_DEADLINE_INDEX
 from mastering.storage.keys import UPLOADS_PREFIX
 
 
@@ -29,6 +29,8 @@ def create_jobs_table(table_name: str, aws: AwsSettings) -> None:
             {"AttributeName": "job_id", "AttributeType": "S"},
             {"AttributeName": "status", "AttributeType": "S"},
             {"AttributeName": "deadline_at", "AttributeType": "N"},
+            {"AttributeName": "owner_key", "AttributeType": "S"},
+            {"AttributeName": "created_at", "AttributeType": "S"},
         ],
         KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
         GlobalSecondaryIndexes=[
@@ -39,7 +41,15 @@ def create_jobs_table(table_name: str, aws: AwsSettings) -> None:
                     {"AttributeName": "deadline_at", "KeyType": "RANGE"},
                 ],
                 "Projection": {"ProjectionType": "KEYS_ONLY"},
-            }
+            },
+            {
+                "IndexName": OWNER_INDEX,
+                "KeySchema": [
+                    {"AttributeName": "owner_key", "KeyType": "HASH"},
+                    {"AttributeName": "created_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            },
         ],
     )
     client.update_time_to_live(

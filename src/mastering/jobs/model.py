@@ -24,22 +24,30 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     EXPIRED = "expired"
+    CANCELLED = "cancelled"
 
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL_STATUSES
 
 
-TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.EXPIRED})
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.EXPIRED, JobStatus.CANCELLED}
+)
+LIVE_STATUSES = frozenset({JobStatus.AWAITING_UPLOAD, JobStatus.QUEUED, JobStatus.PROCESSING})
 
 ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    # failed straight from awaiting_upload: an upload that arrives broken or too big.
-    JobStatus.AWAITING_UPLOAD: frozenset({JobStatus.QUEUED, JobStatus.EXPIRED, JobStatus.FAILED}),
-    JobStatus.QUEUED: frozenset({JobStatus.PROCESSING, JobStatus.FAILED}),
-    JobStatus.PROCESSING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED}),
+    # failed straight from awaiting_upload: an upload that arrives broken or too big,
+    # or one whose S3 event was given up on (the lifecycle function ends it).
+    JobStatus.AWAITING_UPLOAD: frozenset(
+        {JobStatus.QUEUED, JobStatus.EXPIRED, JobStatus.FAILED, JobStatus.CANCELLED}
+    ),
+    JobStatus.QUEUED: frozenset({JobStatus.PROCESSING, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.PROCESSING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}),
     JobStatus.SUCCEEDED: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.EXPIRED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
 }
 
 
@@ -61,6 +69,13 @@ class Stage(StrEnum):
     DONE = "done"
     FAILED = "failed"
     EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+def owner_key(owner: str) -> str:
+    """The owner index's partition key: never empty (DynamoDB refuses an empty string
+    as an index key), and the same for every job of one owner, the empty one included."""
+    return f"owner#{owner}"
 
 
 def utc_now() -> datetime:
@@ -169,6 +184,7 @@ class Job:
         item: dict[str, Any] = {
             "job_id": self.job_id,
             "owner": self.owner,
+            "owner_key": owner_key(self.owner),
             "status": str(self.status),
             "created_at": self.created_at,
             "updated_at": self.updated_at,

@@ -7,28 +7,51 @@ job back.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from boto3.dynamodb.conditions import Key
+from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from mastering import clients
 from mastering.config import AwsSettings
 from mastering.formats import InputRole, OutputFormat
 from mastering.jobs.model import (
+    LIVE_STATUSES,
     Job,
     JobStatus,
     ResultObject,
     Stage,
     can_transition,
     iso,
+    owner_key,
     to_dynamo,
 )
 from mastering.jobs.rules import ttl_for
 from mastering.options import MasteringOptions
 
 STATUS_DEADLINE_INDEX = "status-deadline-index"
+OWNER_INDEX = "owner-created-index"
+# A listing filtered by status reads at most this many index pages per request, so an
+# owner with a long history and a rare status cannot make one request read it all;
+# the caller gets fewer jobs and a cursor to go on.
+_MAX_PAGES_PER_LISTING = 10
+
+
+@dataclass(frozen=True)
+class ListPosition:
+    """Where a listing of one owner's jobs stopped (the newest-first order's last job)."""
+
+    job_id: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    # None when the listing is complete.
+    next_position: ListPosition | None
 
 
 class JobAlreadyExists(Exception):
@@ -71,6 +94,23 @@ class JobStore(Protocol):
     ) -> bool: ...
 
     def overdue(self, status: JobStatus, *, now_epoch: int, limit: int) -> list[str]: ...
+
+    def list_for_owner(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        status: JobStatus | None = None,
+        after: ListPosition | None = None,
+    ) -> JobPage:
+        """The owner's jobs, newest first, ``limit`` at most, continuing ``after``."""
+        ...
+
+    def count_live(self, owner: str, *, created_since: datetime) -> int:
+        """How many of the owner's jobs created since then are not yet terminal."""
+        ...
+
+    def delete(self, job_id: str) -> None: ...
 
     def record_webhook(self, job_id: str, outcome: dict[str, Any]) -> None: ...
 
@@ -231,6 +271,66 @@ class DynamoJobStore:
             Limit=limit,
         )
         return [str(item["job_id"]) for item in response.get("Items", [])]
+
+    def list_for_owner(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        status: JobStatus | None = None,
+        after: ListPosition | None = None,
+    ) -> JobPage:
+        query: dict[str, Any] = {
+            "IndexName": OWNER_INDEX,
+            "KeyConditionExpression": Key("owner_key").eq(owner_key(owner)),
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if status is not None:
+            # Limit counts items read before the filter: read bigger pages, and several
+            # of them, until enough match.
+            query["FilterExpression"] = Attr("status").eq(str(status))
+            query["Limit"] = max(limit, 100)
+        if after is not None:
+            query["ExclusiveStartKey"] = {
+                "job_id": after.job_id,
+                "owner_key": owner_key(owner),
+                "created_at": after.created_at,
+            }
+        jobs: list[Job] = []
+        for _ in range(_MAX_PAGES_PER_LISTING):
+            response = self._table.query(**query)
+            for item in response.get("Items", []):
+                jobs.append(Job.from_item(item))
+                if len(jobs) == limit:
+                    last = jobs[-1]
+                    more = "LastEvaluatedKey" in response or item is not response["Items"][-1]
+                    position = ListPosition(last.job_id, last.created_at) if more else None
+                    return JobPage(jobs, position)
+            last_key = response.get("LastEvaluatedKey")
+            if last_key is None:
+                return JobPage(jobs, None)
+            query["ExclusiveStartKey"] = last_key
+        return JobPage(jobs, ListPosition(str(last_key["job_id"]), str(last_key["created_at"])))
+
+    def count_live(self, owner: str, *, created_since: datetime) -> int:
+        query: dict[str, Any] = {
+            "IndexName": OWNER_INDEX,
+            "KeyConditionExpression": Key("owner_key").eq(owner_key(owner))
+            & Key("created_at").gte(iso(created_since)),
+            "FilterExpression": Attr("status").is_in([str(s) for s in LIVE_STATUSES]),
+            "Select": "COUNT",
+        }
+        count = 0
+        while True:
+            response = self._table.query(**query)
+            count += int(response.get("Count", 0))
+            if "LastEvaluatedKey" not in response:
+                return count
+            query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def delete(self, job_id: str) -> None:
+        self._table.delete_item(Key={"job_id": job_id})
 
     def record_webhook(self, job_id: str, outcome: dict[str, Any]) -> None:
         self._table.update_item(

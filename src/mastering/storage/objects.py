@@ -64,6 +64,10 @@ class ObjectStorage(Protocol):
 
     def delete(self, bucket: str, keys: list[str]) -> None: ...
 
+    def delete_prefix(self, bucket: str, prefix: str) -> int:
+        """Delete every object under ``prefix``; returns how many there were."""
+        ...
+
 
 def _is_missing(error: ClientError) -> bool:
     code = str(error.response.get("Error", {}).get("Code", ""))
@@ -196,3 +200,12 @@ class S3Storage:
                 Bucket=bucket,
                 Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True},
             )
+
+    def delete_prefix(self, bucket: str, prefix: str) -> int:
+        deleted = 0
+        paginator = self._s3().get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            keys = [str(entry["Key"]) for entry in page.get("Contents", [])]
+            self.delete(bucket, keys)
+            deleted += len(keys)
+        return deleted

@@ -90,3 +90,9 @@ bench-limits: install
 .PHONY: image-check
 image-check: install
 	$(PY) tools/image_check.py $(IMAGE_CHECK_ARGS)
+
+# docs/openapi.json: the HTTP API's OpenAPI 3.1 document, generated from the presign
+# function's routes and models (what GET /openapi.json serves). A test fails when stale.
+.PHONY: openapi
+openapi: install
+	$(PY) tools/openapi.py

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 import pytest
 import requests
@@ -221,14 +222,20 @@ class ApiClient:
             ("POST", "/jobs"): "api-post-jobs.json",
             ("GET", "/presets"): "api-get-presets.json",
             ("GET", "/health"): "api-get-health.json",
-        }.get((method, path), "api-get-job.json")
+        }.get((method, path.partition("?")[0]), "api-get-job.json")
+        path, _, query = path.partition("?")
         event = copy.deepcopy(load_event(template))
         event["rawPath"] = path
+        event["rawQueryString"] = query
+        if query:
+            event["queryStringParameters"] = dict(parse_qsl(query, keep_blank_values=True))
+        else:
+            event.pop("queryStringParameters", None)
         event["requestContext"]["http"]["method"] = method
         event["requestContext"]["http"]["path"] = path
         event["routeKey"] = event["requestContext"]["routeKey"] = f"{method} {path}"
         if path.startswith("/jobs/"):
-            event["pathParameters"] = {"job_id": path.removeprefix("/jobs/")}
+            event["pathParameters"] = {"job_id": path.removeprefix("/jobs/").split("/")[0]}
         event["headers"] = {"content-type": "application/json", **(headers or {})}
         if api_key is not None:
             event["headers"]["x-api-key"] = api_key

@@ -39,10 +39,12 @@ def configure(settings: Settings | None = None) -> LifecyclePorts:
     store = DynamoJobStore(
         settings.jobs_table, aws=settings.aws, retention_days=settings.job_retention_days
     )
+    storage = S3Storage(settings.aws)
     _ports = LifecyclePorts(
         settings=settings,
         store=store,
-        notifier=notifier_for(settings, S3Storage(settings.aws), store),
+        storage=storage,
+        notifier=notifier_for(settings, storage, store),
     )
     return _ports
 

@@ -230,7 +230,22 @@ def run(moto: Moto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         run.answers["master-failure"] = lifecycle.invoke(
             master_failure_event(uploads, f"uploads/{crashed}/target")
         )
+        # Listing, cancelling and deleting, the last on the mastered job (its upload and
+        # results are in S3, so deleting it lists and removes objects in both buckets).
+        run.answers["list"] = presign.invoke(api_event("GET", "/jobs"))
+        cancelled = create("cancelled", len(audio))
+        run.answers["cancel"] = presign.invoke(
+            api_event("POST", f"/jobs/{cancelled}/cancel", route="POST /jobs/{job_id}/cancel")
+        )
+        moto.client("s3").put_object(
+            Bucket=uploads, Key=f"uploads/{mastered}/target", Body=audio[:1000]
+        )
+        run.answers["delete"] = presign.invoke(
+            api_event("DELETE", f"/jobs/{mastered}", route="DELETE /jobs/{job_id}")
+        )
+        run.answers["get-deleted"] = presign.invoke(api_event("GET", f"/jobs/{mastered}"))
         run.answers["job-ids"] = {
+            "cancelled": cancelled,
             "abandoned": abandoned,
             "stuck": stuck,
             "crashed": crashed,
@@ -268,6 +283,20 @@ def test_failures_end_as_the_api_promises(run: Run) -> None:
     assert run.answers["sweep"] == {"expired": [ids["abandoned"]], "failed": [ids["stuck"]]}
     assert run.answers["master-failure"] == {"failed": [ids["crashed"]]}
     assert run.answers["wrong-key"]["statusCode"] == 401
+
+
+def test_jobs_are_listed_cancelled_and_deleted_as_deployed(run: Run) -> None:
+    # Given the owner's jobs, then a cancel of a waiting one and a delete of the mastered
+    listed = run.body("list")
+    # Then the listing shows the owner's jobs newest first, the cancel ended the job,
+    # and the deleted job is gone
+    created = [
+        json.loads(run.answers[k]["body"])["job_id"] for k in run.answers if k.startswith("create-")
+    ]
+    assert [job["job_id"] for job in listed["jobs"]] == list(reversed(created))[1:]
+    assert run.body("cancel")["status"] == "cancelled"
+    assert run.answers["delete"]["statusCode"] == 204
+    assert run.answers["get-deleted"]["statusCode"] == 404
 
 
 def test_unknown_routes_answer_the_json_error_shape(run: Run) -> None:

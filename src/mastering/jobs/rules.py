@@ -4,6 +4,7 @@ webhook show the same body)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any, Protocol
@@ -20,6 +21,14 @@ EXPIRED_ERROR = {
     "code": str(ErrorCode.UPLOAD_EXPIRED),
     "message": "The uploads were not completed in time; create a new job",
 }
+# S3 hands an upload's event to the master function asynchronously, and Lambda keeps
+# retrying a throttled one for up to six hours. A job whose files have all arrived is
+# waiting for that event, not abandoned: it is only ended after this long.
+UPLOAD_EVENT_MAX_AGE_S = 6 * 60 * 60
+NEVER_PROCESSED_ERROR = {
+    "code": str(ErrorCode.INTERNAL_ERROR),
+    "message": "The files arrived but the job was never started; create a new job",
+}
 
 
 class ResultLinks(Protocol):
@@ -32,6 +41,8 @@ class ResultLinks(Protocol):
 
 class Transitions(Protocol):
     """The part of ``jobs.store.JobStore`` expiry needs."""
+
+    def get(self, job_id: str) -> Job | None: ...
 
     def transition(
         self,
@@ -65,6 +76,49 @@ def upload_window_over(job: Job, now: datetime) -> bool:
     return job.status is JobStatus.AWAITING_UPLOAD and now.timestamp() >= job.deadline_at
 
 
+def live_since(settings: Settings, now: datetime) -> datetime:
+    """No job created before this can still be live (for counting an owner's live jobs)."""
+    longest = (
+        settings.upload_window_s
+        + UPLOAD_EVENT_MAX_AGE_S
+        + settings.master_timeout_s
+        + OVERDUE_GRACE_S
+    )
+    return now - timedelta(seconds=longest)
+
+
+def end_if_overdue(
+    job: Job,
+    *,
+    store: Transitions,
+    uploads_arrived: Callable[[Job], bool],
+    now: datetime,
+) -> Job:
+    """End a job still waiting for uploads after its window, unless they all arrived.
+
+    All files there means the upload event is on its way (or being retried): the
+    job stays until the event could no longer come, and then fails, never expires.
+    Returns the job as it is now.
+    """
+    if not upload_window_over(job, now):
+        return job
+    if not uploads_arrived(job):
+        ended = expire_job(job.job_id, store=store, now=now)
+    elif now.timestamp() >= job.deadline_at + UPLOAD_EVENT_MAX_AGE_S + OVERDUE_GRACE_S:
+        ended = store.transition(
+            job.job_id,
+            JobStatus.AWAITING_UPLOAD,
+            JobStatus.FAILED,
+            now=now,
+            stage=Stage.FAILED,
+            percent=0,
+            error=dict(NEVER_PROCESSED_ERROR),
+        )
+    else:
+        return job
+    return ended or store.get(job.job_id) or job
+
+
 def expire_job(job_id: str, *, store: Transitions, now: datetime) -> Job | None:
     """End a job whose uploads never completed; None if it was no longer waiting."""
     return store.transition(
@@ -83,6 +137,18 @@ def download_name(job: Job, fmt: OutputFormat) -> str:
     stem = PurePosixPath(job.inputs[InputRole.TARGET].filename).stem or "track"
     suffix = "-24bit" if fmt is OutputFormat.WAV24 else ""
     return f"{stem}-mastered{suffix}.{OUTPUT_SPECS[fmt].extension}"
+
+
+def job_summary(job: Job) -> dict[str, Any]:
+    """A job as GET /jobs lists it."""
+    return {
+        "job_id": job.job_id,
+        "status": str(job.status),
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "metadata": job.metadata,
+        "error": job.error,
+    }
 
 
 def job_view(job: Job, *, settings: Settings, links: ResultLinks, now: datetime) -> dict[str, Any]:

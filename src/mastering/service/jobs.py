@@ -1,7 +1,12 @@
-"""Creating jobs and showing them: the domain behind the HTTP API."""
+"""Creating, showing, listing, cancelling and deleting jobs: the domain behind the
+HTTP API."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,18 +16,27 @@ from typing import TYPE_CHECKING, Any
 from mastering.config import Settings
 from mastering.errors import (
     FileTooLarge,
+    InvalidRequest,
+    JobFinished,
     JobNotFound,
+    TooManyJobs,
     UnknownPreset,
     UnsupportedFormat,
 )
 from mastering.formats import InputRole, input_kind_for, normalise_content_type
 from mastering.jobs.model import DeclaredInput, Job, JobStatus, Stage, iso, new_job_id, utc_now
-from mastering.jobs.rules import expire_job, job_view, upload_deadline, upload_window_over
-from mastering.jobs.store import JobStore
+from mastering.jobs.rules import (
+    end_if_overdue,
+    job_summary,
+    job_view,
+    live_since,
+    upload_deadline,
+)
+from mastering.jobs.store import JobStore, ListPosition
 from mastering.options import resolve_options
 from mastering.presets import find_preset
-from mastering.storage.keys import is_job_id, upload_key
-from mastering.storage.objects import ObjectStorage
+from mastering.storage.keys import is_job_id, results_prefix, upload_key, uploads_prefix
+from mastering.storage.objects import ObjectStorage, uploads_arrived
 
 if TYPE_CHECKING:
     # Types only: pydantic is the presign function's (the request models), imported
@@ -77,6 +91,7 @@ def create_job(request: CreateJobRequest, *, owner: str, ports: ApiPorts) -> dic
     )
 
     now = ports.clock()
+    _check_live_limit(owner, now, ports)
     job = Job(
         job_id=new_job_id(),
         owner=owner,
@@ -112,6 +127,20 @@ def create_job(request: CreateJobRequest, *, owner: str, ports: ApiPorts) -> dic
     return {"job_id": job.job_id, "status": str(job.status), "uploads": uploads}
 
 
+def _check_live_limit(owner: str, now: datetime, ports: ApiPorts) -> None:
+    # A soft limit: two creates racing may both pass it, which costs one extra job at
+    # most per racing request; a hard one would need a counter item per owner.
+    limit = ports.settings.max_live_jobs_per_owner
+    if limit <= 0:
+        return
+    live = ports.store.count_live(owner, created_since=live_since(ports.settings, now))
+    if live >= limit:
+        raise TooManyJobs(
+            f"There are already {live} jobs in progress for this user (the limit is {limit}); "
+            "wait for one to finish, or cancel one"
+        )
+
+
 def _load_owned(job_id: str, owner: str, store: JobStore) -> Job:
     # Another owner's job answers exactly like a missing one: no existence oracle.
     job = store.get(job_id) if is_job_id(job_id) else None
@@ -121,18 +150,109 @@ def _load_owned(job_id: str, owner: str, store: JobStore) -> Job:
 
 
 def expire_if_overdue(job: Job, *, ports: ApiPorts) -> Job:
-    """Expire a job whose uploads never completed, at read time.
+    """End a job whose uploads never completed, at read time.
 
     The scheduled sweep does the same for jobs nobody reads; doing it here too
     means a client never sees a stale ``awaiting_upload``.
     """
-    now = ports.clock()
-    if not upload_window_over(job, now):
-        return job
-    expired = expire_job(job.job_id, store=ports.store, now=now)
-    return expired or ports.store.get(job.job_id) or job
+    bucket = ports.settings.uploads_bucket
+    return end_if_overdue(
+        job,
+        store=ports.store,
+        uploads_arrived=lambda waiting: uploads_arrived(waiting, ports.storage, bucket),
+        now=ports.clock(),
+    )
 
 
 def get_job(job_id: str, *, owner: str, ports: ApiPorts) -> dict[str, Any]:
     job = expire_if_overdue(_load_owned(job_id, owner, ports.store), ports=ports)
     return job_view(job, settings=ports.settings, links=ports.storage, now=ports.clock())
+
+
+def encode_cursor(position: ListPosition) -> str:
+    raw = json.dumps({"j": position.job_id, "c": position.created_at}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> ListPosition:
+    """The position a cursor from ``encode_cursor`` names; InvalidRequest for anything else.
+
+    The cursor carries no owner: the listing always uses the caller's, so a cursor
+    cannot reach another owner's jobs.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        position = ListPosition(job_id=str(data["j"]), created_at=str(data["c"]))
+        datetime.fromisoformat(position.created_at)
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+        raise InvalidRequest("cursor: not a cursor this API gave out") from error
+    if not is_job_id(position.job_id):
+        raise InvalidRequest("cursor: not a cursor this API gave out")
+    return position
+
+
+def list_jobs(
+    *,
+    owner: str,
+    status: JobStatus | None,
+    limit: int,
+    cursor: str | None,
+    ports: ApiPorts,
+) -> dict[str, Any]:
+    if not owner:
+        raise InvalidRequest("X-Owner-Id is required to list jobs")
+    after = decode_cursor(cursor) if cursor else None
+    page = ports.store.list_for_owner(owner, limit=limit, status=status, after=after)
+    return {
+        "jobs": [job_summary(job) for job in page.jobs],
+        "next_cursor": encode_cursor(page.next_position) if page.next_position else None,
+    }
+
+
+# A cancel retries its conditional write when the job moved on meanwhile (e.g. queued
+# -> processing); a job changes state a handful of times at most.
+_CANCEL_ATTEMPTS = 5
+
+
+def _cancel(job: Job, ports: ApiPorts) -> Job:
+    """Move a live job to cancelled; JobFinished if it has already ended."""
+    for _ in range(_CANCEL_ATTEMPTS):
+        if job.status.is_terminal:
+            raise JobFinished(f"The job has already ended ({job.status}); nothing to cancel")
+        cancelled = ports.store.transition(
+            job.job_id,
+            job.status,
+            JobStatus.CANCELLED,
+            now=ports.clock(),
+            stage=Stage.CANCELLED,
+            percent=job.percent,
+        )
+        if cancelled is not None:
+            return cancelled
+        current = ports.store.get(job.job_id)
+        if current is None:
+            raise JobNotFound("No such job")
+        job = current
+    raise JobFinished("The job kept changing state; try again")
+
+
+def cancel_job(job_id: str, *, owner: str, ports: ApiPorts) -> dict[str, Any]:
+    """Cancel a live job. A processing run notices within seconds, stops, and publishes
+    nothing (its own final write is conditional on the job still processing)."""
+    job = expire_if_overdue(_load_owned(job_id, owner, ports.store), ports=ports)
+    cancelled = _cancel(job, ports)
+    return job_view(cancelled, settings=ports.settings, links=ports.storage, now=ports.clock())
+
+
+def delete_job(job_id: str, *, owner: str, ports: ApiPorts) -> None:
+    """Cancel the job if it is live, delete its uploads and results, then the job."""
+    job = _load_owned(job_id, owner, ports.store)
+    if not job.status.is_terminal:
+        # It may end by itself meanwhile; either way it is deleted below.
+        with contextlib.suppress(JobFinished):
+            _cancel(job, ports)
+    settings = ports.settings
+    ports.storage.delete_prefix(settings.uploads_bucket, uploads_prefix(job_id))
+    ports.storage.delete_prefix(settings.results_bucket, results_prefix(job_id))
+    ports.store.delete(job_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -21,6 +22,47 @@ from mastering.options import (
 )
 
 MAX_METADATA_BYTES = 2048
+# DynamoDB stores maps nested 32 deep; half of that is plenty for client bookkeeping.
+MAX_METADATA_DEPTH = 16
+# DynamoDB numbers: 38 significant digits, magnitudes from 1e-130 to below 1e126.
+_MAX_NUMBER_DIGITS = 38
+_SMALLEST_NUMBER = 1e-130
+_LARGEST_NUMBER = 9.9999999999999999e125
+
+
+def _child_path(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _check_storable(value: Any, path: str, depth: int) -> None:
+    """Refuse what DynamoDB cannot store (and JSON cannot carry back) with the field's name.
+
+    Iterative over containers' items but recursive per level: ``depth`` is bounded
+    by MAX_METADATA_DEPTH before any recursion goes further.
+    """
+    if isinstance(value, dict | list):
+        if depth > MAX_METADATA_DEPTH:
+            raise ValueError(f"{path}: nested deeper than {MAX_METADATA_DEPTH} levels")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, inner in items:
+            if isinstance(key, str) and not key:
+                raise ValueError(f"{path}: keys must not be empty")
+            _check_storable(inner, _child_path(path, key), depth + 1)
+        return
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int):
+        # boto3 writes an int digit for digit (10**50 too), within DynamoDB's precision.
+        if len(str(abs(value))) > _MAX_NUMBER_DIGITS:
+            raise ValueError(f"{path}: numbers may have at most {_MAX_NUMBER_DIGITS} digits")
+        return
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{path}: numbers must be finite")
+        if value != 0.0 and not _SMALLEST_NUMBER <= abs(value) <= _LARGEST_NUMBER:
+            raise ValueError(f"{path}: numbers must be 0 or between 1e-130 and 1e126 in magnitude")
+        return
+    raise ValueError(f"{path}: unsupported value")
 
 
 class FileDeclaration(BaseModel):
@@ -112,6 +154,7 @@ class CreateJobRequest(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _metadata_small(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        _check_storable(metadata, "", 1)
         if len(json.dumps(metadata, separators=(",", ":"))) > MAX_METADATA_BYTES:
             raise ValueError(f"metadata must be at most {MAX_METADATA_BYTES} bytes of JSON")
         return metadata
@@ -123,21 +166,40 @@ class CreateJobRequest(BaseModel):
         return self
 
 
-def _describe(error: ValidationError) -> str:
-    first = error.errors(include_url=False)[0]
-    location = ".".join(str(part) for part in first["loc"])
-    message = str(first["msg"]).removeprefix("Value error, ")
-    if location == "mastering" and ": " in message:
+# Where Powertools says a request part came from; the client knows it by field name.
+_REQUEST_PARTS = frozenset({"body", "query", "header", "path"})
+_NOT_AN_OBJECT = frozenset({"model_attributes_type", "dict_type", "model_type", "missing"})
+
+
+def describe_errors(errors: Sequence[Mapping[str, Any]]) -> str:
+    """One line naming the first invalid field, e.g. ``target.size: Input should be > 0``.
+
+    Takes pydantic's error list, as pydantic or Powertools' request validation give it.
+    """
+    if not errors:
+        return "The request is invalid"
+    first = errors[0]
+    parts = [str(part) for part in first.get("loc", ())]
+    if parts and parts[0] in _REQUEST_PARTS:
+        parts = parts[1:]
+    if first.get("type") == "json_invalid":
+        return "The request body is not valid JSON"
+    if not parts and first.get("type") in _NOT_AN_OBJECT:
+        return "The request body must be a JSON object"
+    location = ".".join(parts)
+    message = str(first.get("msg", "is invalid")).removeprefix("Value error, ")
+    if location in ("mastering", "metadata") and ": " in message:
         # A rule across the object's fields names the field itself.
         field, message = message.split(": ", 1)
-        location = f"mastering.{field}"
+        location = f"{location}.{field}"
     return f"{location}: {message}" if location else message
 
 
 def parse_create_job(body: Any) -> CreateJobRequest:
+    """Validate a POST /jobs body outside the HTTP handler (tests, tools)."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object")
     try:
         return CreateJobRequest.model_validate(body)
     except ValidationError as error:
-        raise InvalidRequest(_describe(error)) from error
+        raise InvalidRequest(describe_errors(error.errors(include_url=False))) from error

@@ -28,8 +28,12 @@ def is_job_id(value: str) -> bool:
     return bool(_JOB_ID.match(value))
 
 
+def uploads_prefix(job_id: str) -> str:
+    return f"{UPLOADS_PREFIX}{job_id}/"
+
+
 def upload_key(job_id: str, role: InputRole) -> str:
-    return f"{UPLOADS_PREFIX}{job_id}/{role}"
+    return f"{uploads_prefix(job_id)}{role}"
 
 
 def parse_upload_key(raw_key: str) -> UploadKey | None:

@@ -14,6 +14,8 @@ from botocore.exceptions import ClientError
 from mastering import clients
 from mastering.config import AwsSettings
 from mastering.errors import FileTooLarge, UploadMissing
+from mastering.jobs.model import Job
+from mastering.storage.keys import upload_key
 
 _CHUNK = 1024 * 1024
 
@@ -209,3 +211,11 @@ class S3Storage:
             self.delete(bucket, keys)
             deleted += len(keys)
         return deleted
+
+
+def uploads_arrived(job: Job, storage: ObjectStorage, bucket: str) -> bool:
+    """Whether every file the job needs is in the uploads bucket."""
+    return all(
+        storage.head(bucket, upload_key(job.job_id, role)) is not None
+        for role in job.required_roles
+    )

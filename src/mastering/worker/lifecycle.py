@@ -3,9 +3,10 @@
 - ``fail_abandoned``: the master function died (timeout, out of memory, crash)
   and Lambda handed its event to the on-failure destination. Its jobs that are
   still queued or processing are failed with a reason.
-- ``sweep``: on a schedule, expire jobs whose uploads never completed and fail
-  jobs that overran the master's timeout by more than the grace period (a
-  belt-and-braces path for when the destination itself failed).
+- ``sweep``: on a schedule, expire jobs whose uploads never completed (a job whose
+  files all arrived waits for its upload event instead) and fail jobs that overran
+  the master's timeout by more than the grace period (a belt-and-braces path for
+  when the destination itself failed).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from datetime import datetime
 from mastering.config import Settings
 from mastering.errors import ErrorCode
 from mastering.jobs.model import Job, JobStatus, Stage, utc_now
-from mastering.jobs.rules import expire_job
+from mastering.jobs.rules import end_if_overdue
 from mastering.jobs.store import JobStore
 from mastering.notify.job_events import JobNotifier, NoNotifier
+from mastering.storage.objects import ObjectStorage, uploads_arrived
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ SWEEP_BATCH = 100
 class LifecyclePorts:
     settings: Settings
     store: JobStore
+    storage: ObjectStorage
     clock: Callable[[], datetime] = field(default=utc_now)
     notifier: JobNotifier = field(default_factory=NoNotifier)
     # Seconds a single webhook delivery may take (retries included).
@@ -62,6 +65,10 @@ def _fail(job: Job, code: ErrorCode, message: str, ports: LifecyclePorts) -> Job
 def failure_reason(error_message: str) -> tuple[ErrorCode, str]:
     """Classify what Lambda reported about a dead invocation."""
     lowered = error_message.lower()
+    if "eventageexceeded" in lowered:
+        return ErrorCode.INTERNAL_ERROR, (
+            "The service was too busy to start this job in time; create a new job"
+        )
     if "timed out" in lowered:
         return ErrorCode.PROCESSING_TIMEOUT, (
             "Mastering took longer than this service allows; try a shorter track"
@@ -78,7 +85,9 @@ def fail_abandoned(job_ids: list[str], error_message: str, *, ports: LifecyclePo
     ended = []
     for job_id in dict.fromkeys(job_ids):
         job = ports.store.get(job_id)
-        if job is None or job.status not in (JobStatus.QUEUED, JobStatus.PROCESSING):
+        # awaiting_upload too: Lambda gave up on the upload event that would have
+        # queued the job (throttled past the event's maximum age).
+        if job is None or job.status.is_terminal:
             continue
         if _fail(job, code, message, ports) is not None:
             ended.append(job_id)
@@ -86,17 +95,28 @@ def fail_abandoned(job_ids: list[str], error_message: str, *, ports: LifecyclePo
     return ended
 
 
+def _arrived(job: Job, ports: LifecyclePorts) -> bool:
+    return uploads_arrived(job, ports.storage, ports.settings.uploads_bucket)
+
+
 def sweep(*, ports: LifecyclePorts) -> SweepReport:
     now = ports.clock()
     epoch = int(now.timestamp())
-    expired = []
+    expired: list[str] = []
+    failed: list[str] = []
     for job_id in ports.store.overdue(
         JobStatus.AWAITING_UPLOAD, now_epoch=epoch, limit=SWEEP_BATCH
     ):
-        done = expire_job(job_id, store=ports.store, now=now)
-        if done is not None:
+        job = ports.store.get(job_id)
+        if job is None or job.status is not JobStatus.AWAITING_UPLOAD:
+            continue
+        done = end_if_overdue(
+            job, store=ports.store, uploads_arrived=lambda j: _arrived(j, ports), now=now
+        )
+        if done.status is JobStatus.EXPIRED:
             expired.append(job_id)
-    failed = []
+        elif done.status is JobStatus.FAILED:
+            failed.append(job_id)
     for status in (JobStatus.QUEUED, JobStatus.PROCESSING):
         for job_id in ports.store.overdue(status, now_epoch=epoch, limit=SWEEP_BATCH):
             job = ports.store.get(job_id)

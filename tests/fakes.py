@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mastering.formats import InputRole, OutputFormat
+from mastering.formats import InputRole, ResultName
 from mastering.jobs.model import (
     LIVE_STATUSES,
     Job,
@@ -60,11 +60,12 @@ class InMemoryJobStore:
         percent: int,
         deadline_at: int | None = None,
         error: dict[str, str] | None = None,
-        results: dict[OutputFormat, ResultObject] | None = None,
+        results: dict[ResultName, ResultObject] | None = None,
         metrics: dict[str, float | None] | None = None,
         attempt_id: str | None = None,
         mastering: MasteringOptions | None = None,
         warnings: tuple[dict[str, str], ...] | None = None,
+        analysis: dict[str, Any] | None = None,
     ) -> Job | None:
         if not can_transition(expected, new):
             raise ValueError(f"no transition from {expected} to {new}")
@@ -85,6 +86,7 @@ class InMemoryJobStore:
             ("attempt_id", attempt_id),
             ("mastering", mastering),
             ("warnings", warnings),
+            ("analysis", analysis),
         ):
             if value is not None:
                 changes[name] = value

@@ -35,6 +35,33 @@ OUTPUT_SPECS: dict[OutputFormat, OutputSpec] = {
 DEFAULT_OUTPUTS: tuple[OutputFormat, ...] = (OutputFormat.WAV16,)
 
 
+class Preview(StrEnum):
+    """The two 30-second excerpts a job renders with ``previews`` (DESIGN "Previews")."""
+
+    TARGET = "preview_target"
+    RESULT = "preview_result"
+
+
+# A job's results are keyed by these names, the output formats and the previews.
+ResultName = OutputFormat | Preview
+
+RESULT_SPECS: dict[ResultName, OutputSpec] = {
+    **{name: spec for name, spec in OUTPUT_SPECS.items()},
+    Preview.TARGET: OutputSpec(OutputFormat.MP3, "preview-original.mp3", "mp3", "audio/mpeg"),
+    Preview.RESULT: OutputSpec(OutputFormat.MP3, "preview-mastered.mp3", "mp3", "audio/mpeg"),
+}
+
+
+def result_name(text: str) -> ResultName:
+    """The result a stored key names (``ValueError`` when it names none)."""
+    for kind in (OutputFormat, Preview):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    raise ValueError(f"not a result name: {text}")
+
+
 class InputRole(StrEnum):
     """What an uploaded file is to its job."""
 

@@ -13,7 +13,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from mastering.formats import InputKind, InputRole, OutputFormat
+from mastering.formats import InputKind, InputRole, OutputFormat, ResultName, result_name
 from mastering.options import MasteringOptions
 
 
@@ -53,6 +53,14 @@ ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 
 def can_transition(current: JobStatus, new: JobStatus) -> bool:
     return new in ALLOWED_TRANSITIONS[current]
+
+
+class JobMode(StrEnum):
+    """What a job renders (DESIGN "Previews and modes")."""
+
+    MASTER = "master"  # the requested outputs (and the previews, if asked)
+    PREVIEW = "preview"  # only the previews: the loudest 30 s, mastered
+    ANALYZE = "analyze"  # nothing: the inputs are measured
 
 
 class Stage(StrEnum):
@@ -160,7 +168,7 @@ class Job:
     stage: Stage = Stage.AWAITING_UPLOAD
     percent: int = 0
     error: dict[str, str] | None = None
-    results: dict[OutputFormat, ResultObject] = field(default_factory=dict)
+    results: dict[ResultName, ResultObject] = field(default_factory=dict)
     metrics: dict[str, float | None] | None = None
     deadline_at: int = 0
     attempt_id: str | None = None
@@ -171,6 +179,10 @@ class Job:
     mastering: MasteringOptions = field(default_factory=MasteringOptions)
     # What a succeeded job did not fully achieve: [{code, message}].
     warnings: tuple[dict[str, str], ...] = ()
+    mode: JobMode = JobMode.MASTER
+    previews: bool = False
+    # The measurements of target, reference and result (DESIGN "analysis"), public form.
+    analysis: dict[str, Any] | None = None
 
     @property
     def required_roles(self) -> frozenset[InputRole]:
@@ -195,6 +207,8 @@ class Job:
             "percent": self.percent,
             "deadline_at": self.deadline_at,
             "mastering": to_dynamo(self.mastering.to_public()),
+            "mode": str(self.mode),
+            "previews": self.previews,
             "ttl": ttl,
         }
         if self.preset is not None:
@@ -223,7 +237,7 @@ class Job:
             percent=int(item.get("percent", 0)),
             error=dict(item["error"]) if item.get("error") else None,
             results={
-                OutputFormat(fmt): ResultObject.from_item(obj) for fmt, obj in raw_results.items()
+                result_name(name): ResultObject.from_item(obj) for name, obj in raw_results.items()
             },
             metrics=from_dynamo(metrics) if metrics else None,
             deadline_at=int(item.get("deadline_at", 0)),
@@ -234,6 +248,9 @@ class Job:
                 {"code": str(w["code"]), "message": str(w["message"])}
                 for w in item.get("warnings") or ()
             ),
+            mode=JobMode(item.get("mode", JobMode.MASTER)),
+            previews=bool(item.get("previews", False)),
+            analysis=from_dynamo(item["analysis"]) if item.get("analysis") else None,
         )
 
 

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from mastering.config import Settings
 from mastering.errors import ErrorCode
-from mastering.formats import OUTPUT_SPECS, InputRole, OutputFormat
+from mastering.formats import RESULT_SPECS, InputRole, OutputFormat, Preview, ResultName
 from mastering.jobs.model import Job, JobStatus, Stage, iso
 
 # After the master function's own timeout, how long before a job still queued or
@@ -132,11 +132,19 @@ def expire_job(job_id: str, *, store: Transitions, now: datetime) -> Job | None:
     )
 
 
-def download_name(job: Job, fmt: OutputFormat) -> str:
-    """``<target's stem>-mastered[-24bit].<ext>``: the name a browser saves a result as."""
+_DOWNLOAD_SUFFIXES: dict[ResultName, str] = {
+    OutputFormat.WAV24: "-mastered-24bit",
+    Preview.TARGET: "-preview-original",
+    Preview.RESULT: "-preview-mastered",
+}
+
+
+def download_name(job: Job, name: ResultName) -> str:
+    """``<target's stem>-mastered[-24bit].<ext>`` (previews: ``-preview-original``,
+    ``-preview-mastered``): the name a browser saves a result as."""
     stem = PurePosixPath(job.inputs[InputRole.TARGET].filename).stem or "track"
-    suffix = "-24bit" if fmt is OutputFormat.WAV24 else ""
-    return f"{stem}-mastered{suffix}.{OUTPUT_SPECS[fmt].extension}"
+    suffix = _DOWNLOAD_SUFFIXES.get(name, "-mastered")
+    return f"{stem}{suffix}.{RESULT_SPECS[name].extension}"
 
 
 def job_summary(job: Job) -> dict[str, Any]:
@@ -163,7 +171,7 @@ def job_view(job: Job, *, settings: Settings, links: ResultLinks, now: datetime)
                     obj.key,
                     expires_s=settings.result_url_ttl_s,
                     download_name=download_name(job, fmt),
-                    content_type=OUTPUT_SPECS[fmt].content_type,
+                    content_type=RESULT_SPECS[fmt].content_type,
                 ),
                 "expires_at": iso(expires_at),
                 "size": obj.size,
@@ -182,4 +190,7 @@ def job_view(job: Job, *, settings: Settings, links: ResultLinks, now: datetime)
         "metadata": job.metadata,
         "mastering": job.mastering.to_public(),
         "warnings": [dict(warning) for warning in job.warnings],
+        "mode": str(job.mode),
+        "previews": job.previews,
+        "analysis": job.analysis,
     }

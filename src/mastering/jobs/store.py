@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from mastering import clients
 from mastering.config import AwsSettings
-from mastering.formats import InputRole, OutputFormat
+from mastering.formats import InputRole, ResultName
 from mastering.jobs.model import (
     LIVE_STATUSES,
     Job,
@@ -82,11 +82,12 @@ class JobStore(Protocol):
         percent: int,
         deadline_at: int | None = None,
         error: dict[str, str] | None = None,
-        results: dict[OutputFormat, ResultObject] | None = None,
+        results: dict[ResultName, ResultObject] | None = None,
         metrics: dict[str, float | None] | None = None,
         attempt_id: str | None = None,
         mastering: MasteringOptions | None = None,
         warnings: tuple[dict[str, str], ...] | None = None,
+        analysis: dict[str, Any] | None = None,
     ) -> Job | None: ...
 
     def set_progress(
@@ -185,11 +186,12 @@ class DynamoJobStore:
         percent: int,
         deadline_at: int | None = None,
         error: dict[str, str] | None = None,
-        results: dict[OutputFormat, ResultObject] | None = None,
+        results: dict[ResultName, ResultObject] | None = None,
         metrics: dict[str, float | None] | None = None,
         attempt_id: str | None = None,
         mastering: MasteringOptions | None = None,
         warnings: tuple[dict[str, str], ...] | None = None,
+        analysis: dict[str, Any] | None = None,
     ) -> Job | None:
         """Move the job from ``expected`` to ``new``; None if it was not in ``expected``."""
         if not can_transition(expected, new):
@@ -215,6 +217,8 @@ class DynamoJobStore:
             assignments["mastering"] = to_dynamo(mastering.to_public())
         if warnings is not None:
             assignments["warnings"] = [dict(warning) for warning in warnings]
+        if analysis is not None:
+            assignments["analysis"] = to_dynamo(analysis)
         names = {"#status": "status", "#ttl": "ttl"}
         values: dict[str, Any] = {":expected": str(expected)}
         parts = []

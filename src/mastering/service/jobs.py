@@ -24,7 +24,16 @@ from mastering.errors import (
     UnsupportedFormat,
 )
 from mastering.formats import InputRole, input_kind_for, normalise_content_type
-from mastering.jobs.model import DeclaredInput, Job, JobStatus, Stage, iso, new_job_id, utc_now
+from mastering.jobs.model import (
+    DeclaredInput,
+    Job,
+    JobMode,
+    JobStatus,
+    Stage,
+    iso,
+    new_job_id,
+    utc_now,
+)
 from mastering.jobs.rules import (
     end_if_overdue,
     job_summary,
@@ -99,11 +108,14 @@ def create_job(request: CreateJobRequest, *, owner: str, ports: ApiPorts) -> dic
         created_at=iso(now),
         updated_at=iso(now),
         inputs=inputs,
-        outputs=tuple(request.outputs),
+        outputs=tuple(request.outputs) if request.mode is JobMode.MASTER else (),
         # The canonical id: "Rock" and "rock" are one preset (and one cached profile).
         preset=preset.id if preset is not None else None,
         metadata=request.metadata,
         mastering=mastering,
+        mode=request.mode,
+        # A preview job renders nothing but the previews.
+        previews=request.previews or request.mode is JobMode.PREVIEW,
         stage=Stage.AWAITING_UPLOAD,
         deadline_at=upload_deadline(settings, now),
     )

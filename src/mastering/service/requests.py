@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mastering.errors import InvalidRequest
 from mastering.formats import DEFAULT_OUTPUTS, OutputFormat
+from mastering.jobs.model import JobMode
 from mastering.options import (
     MAX_LOUDNESS_LUFS,
     MAX_TRUE_PEAK_DBTP,
@@ -143,6 +144,17 @@ class CreateJobRequest(BaseModel):
     outputs: list[OutputFormat] = Field(default_factory=lambda: list(DEFAULT_OUTPUTS))
     metadata: dict[str, Any] = Field(default_factory=dict)
     mastering: MasteringOptionsBody = Field(default_factory=MasteringOptionsBody)
+    previews: bool = Field(
+        default=False,
+        description="Also render 30-s MP3 previews of target and result (results.preview_*)",
+    )
+    mode: JobMode = Field(
+        default=JobMode.MASTER,
+        description=(
+            "master: the outputs; preview: only the two previews (fast); "
+            "analyze: nothing rendered, the inputs measured (no reference or preset needed)"
+        ),
+    )
 
     @field_validator("outputs")
     @classmethod
@@ -161,8 +173,13 @@ class CreateJobRequest(BaseModel):
 
     @model_validator(mode="after")
     def _reference_xor_preset(self) -> CreateJobRequest:
-        if (self.reference is None) == (self.preset is None):
+        if self.mode is JobMode.ANALYZE:
+            if self.preset is not None:
+                raise ValueError("mode 'analyze' measures files: give no preset")
+        elif (self.reference is None) == (self.preset is None):
             raise ValueError("give exactly one of 'reference' or 'preset'")
+        if self.mode is not JobMode.MASTER and "outputs" in self.model_fields_set:
+            raise ValueError(f"outputs: mode '{self.mode}' renders no outputs; leave them out")
         return self
 
 

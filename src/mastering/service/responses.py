@@ -73,6 +73,23 @@ class JobError(_Body):
     message: str
 
 
+class TrackMeasurements(_Body):
+    """One file's meters (null where undefined, e.g. the loudness of silence)."""
+
+    lufs: float | None
+    loudness_range_lu: float | None
+    true_peak_dbtp: float | None
+    sample_peak_dbfs: float | None
+    bands_db: list[float | None]
+
+
+class Analysis(_Body):
+    target: TrackMeasurements
+    reference: TrackMeasurements | None = None
+    result: TrackMeasurements | None = None
+    band_centres_hz: list[float]
+
+
 class JobView(_Body):
     """GET /jobs/{job_id}, POST /jobs/{job_id}/cancel, and the webhook's ``data``."""
 
@@ -88,6 +105,9 @@ class JobView(_Body):
     metadata: dict[str, Any]
     mastering: ResolvedOptions
     warnings: list[WarningNote]
+    mode: str
+    previews: bool
+    analysis: Analysis | None
 
 
 class JobSummary(_Body):

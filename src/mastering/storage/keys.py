@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
-from mastering.formats import OUTPUT_SPECS, InputRole, OutputFormat
+from mastering.formats import RESULT_SPECS, InputRole, ResultName
 
 UPLOADS_PREFIX = "uploads/"
 RESULTS_PREFIX = "results/"
@@ -51,8 +51,8 @@ def results_prefix(job_id: str) -> str:
     return f"{RESULTS_PREFIX}{job_id}/"
 
 
-def result_key(job_id: str, fmt: OutputFormat) -> str:
-    return f"{results_prefix(job_id)}{OUTPUT_SPECS[fmt].object_name}"
+def result_key(job_id: str, name: ResultName) -> str:
+    return f"{results_prefix(job_id)}{RESULT_SPECS[name].object_name}"
 
 
 def _engine_prefix(engine_version: str) -> str:

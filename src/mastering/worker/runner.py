@@ -33,7 +33,7 @@ from mastering.errors import (
     MasteringError,
     UploadMissing,
 )
-from mastering.formats import OUTPUT_SPECS, InputRole, OutputFormat
+from mastering.formats import OUTPUT_SPECS, InputRole, ResultName
 from mastering.jobs.model import Job, JobStatus, ResultObject, Stage, utc_now
 from mastering.jobs.rules import processing_deadline
 from mastering.jobs.store import JobStore
@@ -316,11 +316,11 @@ def _upload_results(
     written: list[str],
     report: ProgressCallback,
     ports: WorkerPorts,
-) -> dict[OutputFormat, ResultObject]:
+) -> dict[ResultName, ResultObject]:
     """Upload each result; ``written`` lists the keys so a failure can remove them."""
     report(Stage.UPLOADING, 90)
     bucket = ports.settings.results_bucket
-    results: dict[OutputFormat, ResultObject] = {}
+    results: dict[ResultName, ResultObject] = {}
     for fmt, path in outcome.files.items():
         key = result_key(job.job_id, fmt)
         written.append(key)
@@ -338,7 +338,7 @@ def _upload_results(
 def _succeed(
     job: Job,
     outcome: MasteringOutcome,
-    results: dict[OutputFormat, ResultObject],
+    results: dict[ResultName, ResultObject],
     started: float,
     written: list[str],
     ports: WorkerPorts,

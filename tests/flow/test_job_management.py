@@ -142,7 +142,7 @@ def test_an_upload_arriving_after_a_cancel_starts_nothing(
     api: ApiClient, stack: Stack, tmp_path: Path, invoke_master: Callable[..., Any]
 ) -> None:
     # Given a job cancelled after its target was uploaded, before the S3 event arrived
-    target = write_wav(tmp_path / "t.wav", tone_mix(RATE, 3.0), RATE)
+    target = write_wav(tmp_path / "t.wav", tone_mix(3.0, RATE), RATE)
     job_id, sizes = create_and_upload(api, target, None, preset="warm")
     assert api.call("POST", f"/jobs/{job_id}/cancel").status == 200
     # When the event arrives
@@ -162,7 +162,7 @@ def test_delete_removes_uploads_results_and_the_job(
     api: ApiClient, stack: Stack, tmp_path: Path, invoke_master: Callable[..., Any]
 ) -> None:
     # Given a mastered job (its results in S3) whose target upload is still there
-    target = write_wav(tmp_path / "t.wav", tone_mix(RATE, 3.0), RATE)
+    target = write_wav(tmp_path / "t.wav", tone_mix(3.0, RATE), RATE)
     job_id, sizes = create_and_upload(api, target, None, preset="warm", outputs=["wav16", "mp3"])
     deliver(invoke_master, job_id, "target", sizes["target"])
     assert api.call("GET", f"/jobs/{job_id}").body["status"] == "succeeded"
@@ -315,7 +315,7 @@ def test_a_job_whose_files_arrived_waits_for_its_event_instead_of_expiring(
 ) -> None:
     # Given a job whose target is in S3 but whose S3 event is held up (throttling)
     # past the upload window
-    target = write_wav(tmp_path / "t.wav", tone_mix(RATE, 3.0), RATE)
+    target = write_wav(tmp_path / "t.wav", tone_mix(3.0, RATE), RATE)
     job_id, sizes = create_and_upload(api, target, None, preset="warm")
     _set_deadline(stack, job_id, int(time.time()) - 60)
     # When the sweep runs and the client reads the job
@@ -336,7 +336,7 @@ def test_a_job_without_its_files_expires_and_one_whose_event_never_came_fails(
     stack.configure(max_live_jobs_per_owner=0)
     never_uploaded = _create(api)
     _set_deadline(stack, never_uploaded, int(time.time()) - 60)
-    target = write_wav(tmp_path / "t.wav", tone_mix(RATE, 3.0), RATE)
+    target = write_wav(tmp_path / "t.wav", tone_mix(3.0, RATE), RATE)
     stranded, _ = create_and_upload(api, target, None, preset="warm")
     _set_deadline(stack, stranded, int(time.time()) - UPLOAD_EVENT_MAX_AGE_S - OVERDUE_GRACE_S - 60)
     # When the sweep runs

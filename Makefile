@@ -96,3 +96,10 @@ image-check: install
 .PHONY: openapi
 openapi: install
 	$(PY) tools/openapi.py
+
+# The local stack under load (a benchmark, not a test): 200 job creations at concurrency
+# 20, then 20 jobs mastered by 2 workers, loopback only. Prints errors (goal 0), p50/p99
+# of POST /jobs and GET /jobs/{id}, and the stack's memory before/after (tools/load.py).
+.PHONY: load
+load: install
+	$(PY) tools/load.py $(LOAD_ARGS)

@@ -51,6 +51,8 @@ _TEST_ENV = {
     "ALLOWED_ORIGINS": "https://app.spectrum.test",
 }
 os.environ.update(_TEST_ENV)
+# What a process started by a test should not inherit to behave as in a user's shell.
+TEST_ENV_NAMES = frozenset(_TEST_ENV)
 for _name in ("AWS_PROFILE", "API_KEY_PARAMETER", "AWS_ENDPOINT_URL", "PUBLIC_S3_ENDPOINT_URL"):
     os.environ.pop(_name, None)
 

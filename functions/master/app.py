@@ -24,7 +24,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mastering import SERVICE_NAME
+from mastering import METRICS_NAMESPACE, SERVICE_NAME
 from mastering.config import Settings, load_settings
 from mastering.jobs.model import JobStatus
 from mastering.jobs.store import DynamoJobStore
@@ -39,7 +39,7 @@ from mastering.worker.runner import (
 )
 
 logger = Logger(service=SERVICE_NAME)
-metrics = Metrics(service=SERVICE_NAME)
+metrics = Metrics(service=SERVICE_NAME, namespace=METRICS_NAMESPACE)
 
 
 _ports: WorkerPorts | None = None

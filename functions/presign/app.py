@@ -26,7 +26,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mastering import ENGINE, SERVICE_NAME, __version__
+from mastering import ENGINE, METRICS_NAMESPACE, SERVICE_NAME, __version__
 from mastering.config import Settings, load_settings
 from mastering.errors import InvalidRequest, MasteringError
 from mastering.jobs.model import JobStatus
@@ -57,7 +57,7 @@ from mastering.storage.objects import S3Storage
 
 logger = Logger(service=SERVICE_NAME)
 tracer = Tracer(service=SERVICE_NAME)
-metrics = Metrics(service=SERVICE_NAME)
+metrics = Metrics(service=SERVICE_NAME, namespace=METRICS_NAMESPACE)
 
 MAX_OWNER_LENGTH = 256
 MAX_CURSOR_LENGTH = 1024

@@ -32,7 +32,16 @@ def free_port() -> int:
 
 
 def serve_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MASTERING_")}
+    """A user's shell: none of the settings the test session sets for itself (the
+    functions' names, Powertools' namespace...), which would hide what `mastering
+    serve` forgets to set."""
+    from tests.conftest import TEST_ENV_NAMES
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MASTERING_") and k not in TEST_ENV_NAMES
+    }
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

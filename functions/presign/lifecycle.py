@@ -9,7 +9,6 @@ scheduled sweep.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -19,9 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from mastering import SERVICE_NAME
 from mastering.config import Settings, load_settings
 from mastering.jobs.store import DynamoJobStore
-from mastering.notify.job_events import notifier_for
 from mastering.storage.keys import parse_upload_key
-from mastering.storage.objects import S3Storage
 from mastering.worker.lifecycle import LifecyclePorts, fail_abandoned, sweep
 
 logger = Logger(service=SERVICE_NAME)
@@ -39,19 +36,12 @@ def configure(settings: Settings | None = None) -> LifecyclePorts:
     store = DynamoJobStore(
         settings.jobs_table, aws=settings.aws, retention_days=settings.job_retention_days
     )
-    _ports = LifecyclePorts(
-        settings=settings,
-        store=store,
-        notifier=notifier_for(settings, S3Storage(settings.aws), store),
-    )
+    _ports = LifecyclePorts(settings=settings, store=store)
     return _ports
 
 
 def _ports_for(context: LambdaContext) -> LifecyclePorts:
-    return dataclasses.replace(
-        _ports or configure(),
-        webhook_budget_s=lambda: min(30.0, context.get_remaining_time_in_millis() / 2000.0),
-    )
+    return _ports or configure()
 
 
 def _job_ids_of(s3_event: dict[str, Any]) -> list[str]:

@@ -54,7 +54,12 @@ def configure(settings: Settings | None = None) -> RelayPorts:
 
 
 def _record(record: DynamoDBRecord) -> None:
-    relay(record.raw_event, ports=_ports or configure())
+    try:
+        relay(record.raw_event, ports=_ports or configure())
+    except Exception:
+        # Reported back as failed, so Lambda retries from this record.
+        logger.exception("could not queue a job's ending", extra={"event_id": record.event_id})
+        raise
 
 
 @logger.inject_lambda_context

@@ -40,7 +40,7 @@ def configure(settings: Settings | None = None) -> LifecyclePorts:
     return _ports
 
 
-def _ports_for(context: LambdaContext) -> LifecyclePorts:
+def ports() -> LifecyclePorts:
     return _ports or configure()
 
 
@@ -64,9 +64,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             response.get("errorMessage") or event["requestContext"].get("condition", "")
         )
         job_ids = _job_ids_of(event.get("requestPayload") or {})
-        ended = fail_abandoned(job_ids, error_message, ports=_ports_for(context))
+        ended = fail_abandoned(job_ids, error_message, ports=ports())
         logger.info("master failure handled", extra={"jobs": job_ids, "failed": ended})
         return {"failed": ended}
-    report = sweep(ports=_ports_for(context))
+    report = sweep(ports=ports())
     logger.info("sweep done", extra={"expired": report.expired, "failed": report.failed})
     return {"expired": report.expired, "failed": report.failed}

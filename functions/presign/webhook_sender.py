@@ -76,12 +76,19 @@ def _record(record: SQSRecord, lambda_context: LambdaContext) -> None:
     if lambda_context.get_remaining_time_in_millis() < _ATTEMPT_RESERVE_MS:
         # Back after the queue's visibility timeout (this receive counts as an attempt).
         raise RetryLater("no time left in this invocation")
-    deliver(
-        event,
-        receipt_handle=record.receipt_handle,
-        attempt=int(record.attributes.approximate_receive_count),
-        ports=_ports or configure(),
-    )
+    try:
+        deliver(
+            event,
+            receipt_handle=record.receipt_handle,
+            attempt=int(record.attributes.approximate_receive_count),
+            ports=_ports or configure(),
+        )
+    except RetryLater:
+        raise
+    except Exception:
+        # Unforeseen: the message comes back after the queue's visibility timeout.
+        logger.exception("webhook delivery crashed", extra={"job_id": event.job_id})
+        raise
 
 
 @logger.inject_lambda_context

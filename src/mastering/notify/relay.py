@@ -96,5 +96,5 @@ def _delete_uploads(event: JobEnded, record: dict[str, Any], ports: RelayPorts) 
         ports.storage.delete(ports.settings.uploads_bucket, keys)
     except Exception:
         logger.exception("could not delete the job's uploads", extra={"job_id": event.job_id})
-        return
-    logger.info("uploads deleted", extra={"job_id": event.job_id, "keys": keys})
+    else:
+        logger.info("uploads deleted", extra={"job_id": event.job_id, "keys": keys})

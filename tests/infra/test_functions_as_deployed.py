@@ -39,7 +39,6 @@ from tests.infra.stack import REPO, Deployment, Grant, function_role, load_templ
 
 EVENTS = REPO / "events"
 ORIGINS = ["https://app.example.test", "http://localhost:5173"]
-# A webhook the sender refuses before connecting (loopback): the secret is still read.
 FUNCTIONS = (
     "PresignFunction",
     "MasterFunction",
@@ -47,6 +46,7 @@ FUNCTIONS = (
     "JobEventsFunction",
     "WebhookSenderFunction",
 )
+# A webhook the sender refuses before connecting (loopback): the secret is still read.
 WEBHOOK_URL = "https://127.0.0.1:9/ai-mastering-webhook"
 OWNER = "user-infra"
 RATE = 44_100

@@ -26,6 +26,7 @@ import requests
 
 if TYPE_CHECKING:
     from mastering.config import Settings
+    from mastering.devstack.resources import WebhookQueues
     from mastering.jobs.store import DynamoJobStore
     from mastering.storage.objects import S3Storage
 
@@ -93,7 +94,13 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 # The functions that run in this process, as the tests load them (load_handler).
-IN_PROCESS_FUNCTIONS = (("presign", "app"), ("presign", "lifecycle"), ("master", "app"))
+IN_PROCESS_FUNCTIONS = (
+    ("presign", "app"),
+    ("presign", "lifecycle"),
+    ("presign", "job_events"),
+    ("presign", "webhook_sender"),
+    ("master", "app"),
+)
 
 
 @dataclass
@@ -103,6 +110,9 @@ class Stack:
     endpoint: str
     work_dir: Path
     settings: Settings
+    # The webhook queue (whose URL the settings carry), its dead letters, and the
+    # job-events function's failure queue.
+    queues: WebhookQueues
 
     def leftovers(self) -> list[str]:
         """Anything a job left in the function's /tmp."""
@@ -148,7 +158,7 @@ def emulated_s3() -> Any:
 def stack(moto_endpoint: str, tmp_path: Path) -> Iterator[Stack]:
     from mastering import clients
     from mastering.config import AwsSettings, load_settings
-    from mastering.devstack.resources import create_resources
+    from mastering.devstack.resources import create_resources, create_webhook_queues
 
     requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10).raise_for_status()
     work_dir = tmp_path / "lambda-tmp"
@@ -165,7 +175,14 @@ def stack(moto_endpoint: str, tmp_path: Path) -> Iterator[Stack]:
     )
     clients.reset_clients()
     create_resources(settings)
-    emulated = Stack(endpoint=moto_endpoint, work_dir=work_dir, settings=settings)
+    queues = create_webhook_queues(
+        settings.aws,
+        events="spectrum-mastering-webhooks-test",
+        dead_letters="spectrum-mastering-webhooks-dlq-test",
+        relay_failures="spectrum-mastering-job-events-dlq-test",
+    )
+    settings = dataclasses.replace(settings, webhook_queue_url=queues.events.url)
+    emulated = Stack(endpoint=moto_endpoint, work_dir=work_dir, settings=settings, queues=queues)
     emulated.configure()
     yield emulated
     clients.reset_clients()

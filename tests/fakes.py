@@ -19,6 +19,7 @@ from mastering.jobs.model import (
     iso,
 )
 from mastering.jobs.store import JobAlreadyExists, JobPage, ListPosition
+from mastering.notify.events import JobEnded
 from mastering.options import MasteringOptions
 from mastering.storage.objects import ObjectInfo, PresignedPost
 
@@ -221,12 +222,18 @@ class FakeStorage:
         return len(doomed)
 
 
-class RecordingNotifier:
-    def __init__(self, *, explode: bool = False) -> None:
-        self.ended: list[Job] = []
-        self.explode = explode
+class RecordingQueue:
+    """The webhook queue port: what was sent, and when each message is due again."""
 
-    def job_ended(self, job: Job, *, budget_s: float) -> None:
-        self.ended.append(job)
-        if self.explode:
-            raise RuntimeError("notifier broke")
+    def __init__(self, *, fail_sends: bool = False) -> None:
+        self.sent: list[JobEnded] = []
+        self.retries: list[tuple[str, int]] = []
+        self.fail_sends = fail_sends
+
+    def send(self, event: JobEnded) -> None:
+        if self.fail_sends:
+            raise ConnectionError("SQS is unreachable")
+        self.sent.append(event)
+
+    def retry_in(self, receipt_handle: str, seconds: int) -> None:
+        self.retries.append((receipt_handle, seconds))

@@ -28,7 +28,6 @@ from mastering import METRICS_NAMESPACE, SERVICE_NAME
 from mastering.config import Settings, load_settings
 from mastering.jobs.model import JobStatus
 from mastering.jobs.store import DynamoJobStore
-from mastering.notify.job_events import notifier_for
 from mastering.storage.objects import S3Storage
 from mastering.worker.runner import (
     UploadNotice,
@@ -57,13 +56,7 @@ def configure(settings: Settings | None = None, **replaced: Any) -> WorkerPorts:
     store = DynamoJobStore(
         settings.jobs_table, aws=settings.aws, retention_days=settings.job_retention_days
     )
-    storage = S3Storage(settings.aws)
-    _ports = WorkerPorts(
-        settings=settings,
-        store=store,
-        storage=storage,
-        notifier=notifier_for(settings, storage, store),
-    )
+    _ports = WorkerPorts(settings=settings, store=store, storage=S3Storage(settings.aws))
     if replaced:
         _ports = dataclasses.replace(_ports, **replaced)
     return _ports

@@ -9,7 +9,6 @@ scheduled sweep.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -19,7 +18,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from mastering import SERVICE_NAME
 from mastering.config import Settings, load_settings
 from mastering.jobs.store import DynamoJobStore
-from mastering.notify.job_events import notifier_for
 from mastering.storage.keys import parse_upload_key
 from mastering.storage.objects import S3Storage
 from mastering.worker.lifecycle import LifecyclePorts, fail_abandoned, sweep
@@ -39,21 +37,12 @@ def configure(settings: Settings | None = None) -> LifecyclePorts:
     store = DynamoJobStore(
         settings.jobs_table, aws=settings.aws, retention_days=settings.job_retention_days
     )
-    storage = S3Storage(settings.aws)
-    _ports = LifecyclePorts(
-        settings=settings,
-        store=store,
-        storage=storage,
-        notifier=notifier_for(settings, storage, store),
-    )
+    _ports = LifecyclePorts(settings=settings, store=store, storage=S3Storage(settings.aws))
     return _ports
 
 
-def _ports_for(context: LambdaContext) -> LifecyclePorts:
-    return dataclasses.replace(
-        _ports or configure(),
-        webhook_budget_s=lambda: min(30.0, context.get_remaining_time_in_millis() / 2000.0),
-    )
+def ports() -> LifecyclePorts:
+    return _ports or configure()
 
 
 def _job_ids_of(s3_event: dict[str, Any]) -> list[str]:
@@ -76,9 +65,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             response.get("errorMessage") or event["requestContext"].get("condition", "")
         )
         job_ids = _job_ids_of(event.get("requestPayload") or {})
-        ended = fail_abandoned(job_ids, error_message, ports=_ports_for(context))
+        ended = fail_abandoned(job_ids, error_message, ports=ports())
         logger.info("master failure handled", extra={"jobs": job_ids, "failed": ended})
         return {"failed": ended}
-    report = sweep(ports=_ports_for(context))
+    report = sweep(ports=ports())
     logger.info("sweep done", extra={"expired": report.expired, "failed": report.failed})
     return {"expired": report.expired, "failed": report.failed}

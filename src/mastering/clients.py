@@ -56,6 +56,12 @@ def sqs_client(aws: AwsSettings) -> Any:
 
 
 @cache
+def dynamodb_streams_client(aws: AwsSettings) -> Any:
+    """Only the local stack reads the jobs stream itself; in AWS, Lambda does."""
+    return boto3.client("dynamodbstreams", **_session_arguments(aws))
+
+
+@cache
 def dynamodb_resource(aws: AwsSettings) -> Any:
     return boto3.resource(
         "dynamodb",
@@ -68,4 +74,5 @@ def reset_clients() -> None:
     s3_client.cache_clear()
     s3_presign_client.cache_clear()
     sqs_client.cache_clear()
+    dynamodb_streams_client.cache_clear()
     dynamodb_resource.cache_clear()

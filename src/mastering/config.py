@@ -45,6 +45,10 @@ class AwsSettings:
     static_credentials: tuple[str, str] | None = None
 
 
+# The only port a webhook may go to unless the deployment allows others.
+DEFAULT_WEBHOOK_PORTS = frozenset({443})
+
+
 @dataclass(frozen=True)
 class WebhookSettings:
     url: str
@@ -53,6 +57,10 @@ class WebhookSettings:
     secret_parameter: str | None = None
     # Only the local stack sets this: plain http to 127.0.0.0/8 or ::1.
     allow_loopback: bool = False
+    # Ports the URL may name (WEBHOOK_ALLOWED_PORTS); any other is refused.
+    allowed_ports: frozenset[int] = DEFAULT_WEBHOOK_PORTS
+    # Multiplies the retry schedule's delays (tests and the local stack shorten it).
+    retry_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,8 @@ class Settings:
     api_key: str | None = None
     api_key_parameter: str | None = None
     webhook: WebhookSettings | None = None
+    # The queue job-ended events wait in until the webhook sender delivers them.
+    webhook_queue_url: str | None = None
     aws: AwsSettings = field(default_factory=AwsSettings)
 
 
@@ -134,15 +144,35 @@ def _aws(env: _Environment) -> AwsSettings:
     )
 
 
+def _ports(env: _Environment, name: str, default: frozenset[int]) -> frozenset[int]:
+    raw = env.text(name)
+    if not raw:
+        return default
+    try:
+        ports = frozenset(int(item) for item in raw.split(",") if item.strip())
+    except ValueError:
+        ports = frozenset()
+    if not ports or not all(0 < port < 65536 for port in ports):
+        raise InternalError(
+            f"service misconfigured: {name} must be port numbers separated by commas"
+        )
+    return ports
+
+
 def _webhook(env: _Environment) -> WebhookSettings | None:
     url = env.text("WEBHOOK_URL")
     if not url:
         return None
+    scale = env.number("WEBHOOK_RETRY_SCALE", 1.0)
+    if not 0 <= scale <= 1:
+        raise InternalError("service misconfigured: WEBHOOK_RETRY_SCALE must be within 0..1")
     return WebhookSettings(
         url=url,
         secret=env.optional("WEBHOOK_SECRET"),
         secret_parameter=env.optional("WEBHOOK_SECRET_PARAMETER"),
         allow_loopback=env.flag("WEBHOOK_ALLOW_LOOPBACK"),
+        allowed_ports=_ports(env, "WEBHOOK_ALLOWED_PORTS", DEFAULT_WEBHOOK_PORTS),
+        retry_scale=scale,
     )
 
 
@@ -172,5 +202,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         api_key=env.optional("API_KEY"),
         api_key_parameter=env.optional("API_KEY_PARAMETER"),
         webhook=_webhook(env),
+        webhook_queue_url=env.optional("WEBHOOK_QUEUE_URL"),
         aws=_aws(env),
     )

@@ -1,9 +1,17 @@
-"""Signed webhooks when a job ends: delivery, signature, retries and refusals."""
+"""Signed webhooks when a job ends, through the path they take in AWS: the job's
+terminal write → the jobs table's stream → the job-events function → the webhook
+queue → the webhook sender → the receiver, with retries from the queue.
+
+The functions run in this process against the moto server of ``tests/conftest.py``;
+the stream and the queue are polled as Lambda's event source mappings would
+(``mastering.devstack.event_sources``, the local stack's own pollers).
+"""
 
 from __future__ import annotations
 
 import base64
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,18 +22,21 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from mastering.notify.webhooks import (
-    WebhookRefused,
-    WebhookSender,
-    WebhookTarget,
-    resolve_destination,
-)
 from tests.audio_factory import tone_mix, write_wav
-from tests.conftest import ApiClient, FakeLambdaContext, Stack, load_event, load_handler
+from tests.conftest import (
+    ApiClient,
+    FakeLambdaContext,
+    Stack,
+    emulated_s3,
+    load_event,
+    load_handler,
+    s3_event_for,
+)
 from tests.jobflow import create_and_upload, deliver
 
 SECRET = "whsec_" + base64.b64encode(b"spectrum-test-webhook-secret-32b").decode()
 RATE = 44_100
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -33,18 +44,34 @@ class Receiver:
     """A local webhook endpoint that records requests and answers from a script."""
 
     url: str
+    port: int = 0
     answers: list[int] = field(default_factory=list)
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    # Seconds to stall before answering (a receiver that hangs).
+    stall_s: float = 0.0
+    arrived: list[float] = field(default_factory=list)
+
+    def ids(self) -> list[str]:
+        return [headers["webhook-id"] for headers, _ in self.requests]
+
+    def payload(self, index: int = -1) -> dict[str, Any]:
+        headers, body = self.requests[index]
+        verified: dict[str, Any] = Webhook(SECRET).verify(body, headers)
+        return verified
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     state = Receiver(url="")
+    release = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            state.arrived.append(time.monotonic())
             state.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            if state.stall_s:
+                release.wait(state.stall_s)
             self.send_response(state.answers.pop(0) if state.answers else 204)
             self.end_headers()
 
@@ -54,25 +81,104 @@ def receiver() -> Iterator[Receiver]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/webhooks/mastering"
+    state.port = int(server.server_address[1])
+    state.url = f"http://127.0.0.1:{state.port}/webhooks/mastering"
     yield state
+    release.set()
     server.shutdown()
     server.server_close()
     thread.join(5)
 
 
-@pytest.fixture
-def webhook_env(receiver: Receiver, stack: Stack) -> Receiver:
+@dataclass
+class Events:
+    """The two event source mappings, polled when a test says so."""
+
+    stack: Stack
+    stream: Any
+    queue: Any
+
+    def relay(self) -> int:
+        """Hand every new terminal write to the job-events function; how many."""
+        handled = total = self.stream.poll()
+        while handled:
+            handled = self.stream.poll()
+            total += handled
+        return total
+
+    def send(self) -> int:
+        """One receive of the webhook sender's event source; the messages it got."""
+        received: int = self.queue.poll()
+        return received
+
+    def dead_letters(self) -> list[str]:
+        sqs = emulated_sqs(self.stack)
+        # A peek: received with no visibility timeout, the messages stay visible.
+        response = sqs.receive_message(
+            QueueUrl=self.stack.queues.dead_letters.url, MaxNumberOfMessages=10, VisibilityTimeout=0
+        )
+        return [str(m["Body"]) for m in response.get("Messages", [])]
+
+
+def emulated_sqs(stack: Stack) -> Any:
+    from mastering import clients
+
+    return clients.sqs_client(stack.settings.aws)
+
+
+def _invoker(module: str, timeout_s: float) -> Callable[[dict[str, Any]], Any]:
+    handler = load_handler("presign", module).handler
+
+    def invoke(event: dict[str, Any]) -> Any:
+        return handler(event, FakeLambdaContext(timeout_s, module))
+
+    return invoke
+
+
+def _events(stack: Stack) -> Events:
+    from mastering import clients
+    from mastering.devstack.event_sources import QueueSource, StreamSource
+    from mastering.devstack.resources import jobs_stream_arn
+    from mastering.notify.events import STREAM_FILTER_PATTERN
+
+    aws = stack.settings.aws
+    failures: list[dict[str, Any]] = []
+    stream = StreamSource(
+        streams=clients.dynamodb_streams_client(aws),
+        stream_arn=jobs_stream_arn(stack.settings),
+        invoke=_invoker("job_events", 60),
+        pattern=STREAM_FILTER_PATTERN,
+        on_failure=failures.append,
+        function_arn="arn:aws:lambda:us-east-1:123456789012:function:job-events",
+    )
+    queue = QueueSource(
+        sqs=emulated_sqs(stack),
+        queue_url=stack.queues.events.url,
+        queue_arn=stack.queues.events.arn,
+        invoke=_invoker("webhook_sender", 90),
+        wait_s=0,
+    )
+    return Events(stack, stream, queue)
+
+
+def _configure(stack: Stack, url: str, *, ports: set[int], retry_scale: float = 1.0) -> None:
     from mastering.config import WebhookSettings
 
-    stack.configure(webhook=WebhookSettings(url=receiver.url, secret=SECRET, allow_loopback=True))
-    return receiver
+    stack.configure(
+        webhook=WebhookSettings(
+            url=url,
+            secret=SECRET,
+            allow_loopback=True,
+            allowed_ports=frozenset(ports),
+            retry_scale=retry_scale,
+        )
+    )
 
 
-def _stored_webhook(stack: Stack, job_id: str) -> dict[str, Any] | None:
-    job = stack.store().get(job_id)
-    assert job is not None
-    return job.webhook
+@pytest.fixture
+def events(stack: Stack, receiver: Receiver) -> Events:
+    _configure(stack, receiver.url, ports={receiver.port})
+    return _events(stack)
 
 
 def _files(tmp_path: Path) -> tuple[Path, Path]:
@@ -81,239 +187,371 @@ def _files(tmp_path: Path) -> tuple[Path, Path]:
     return target, reference
 
 
+def _uploads_left(stack: Stack, job_id: str) -> list[str]:
+    listing = emulated_s3().list_objects_v2(
+        Bucket=stack.settings.uploads_bucket, Prefix=f"uploads/{job_id}/"
+    )
+    return [str(obj["Key"]) for obj in listing.get("Contents", [])]
+
+
+def _waiting_job(api: ApiClient, tmp_path: Path) -> tuple[str, dict[str, int]]:
+    """A job whose target is uploaded but whose S3 event has not been handled."""
+    target, _ = _files(tmp_path)
+    return create_and_upload(api, target, None, preset="warm")
+
+
+def _delivered_once(receiver: Receiver, events: Events, job_id: str, event_type: str) -> Any:
+    """Relay and send; exactly one signed event of that type came, and nothing more."""
+    assert events.relay() == 1
+    assert events.send() == 1
+    assert events.relay() == 0
+    assert events.send() == 0
+    assert len(receiver.requests) == 1, receiver.ids()
+    payload = receiver.payload()
+    assert payload["type"] == event_type
+    assert payload["data"]["job_id"] == job_id
+    assert receiver.ids() == [f"msg_{job_id}_{event_type.removeprefix('job.')}"]
+    return payload["data"]
+
+
+# ---------------------------------------------------------------- one event per ending
+
+
 @pytest.mark.slow
-def test_succeeded_job_sends_a_signed_webhook_with_the_job_body(
+def test_a_succeeded_job_sends_one_signed_event_with_the_job_body(
     api: ApiClient,
     stack: Stack,
     invoke_master: Callable[..., Any],
-    webhook_env: Receiver,
+    receiver: Receiver,
+    events: Events,
     tmp_path: Path,
 ) -> None:
     # Given a deployment with a webhook, and a job whose files are uploaded
     target, reference = _files(tmp_path)
     job_id, sizes = create_and_upload(api, target, reference)
-    # When the job runs
+    # When the master runs it
     for role, size in sizes.items():
         deliver(invoke_master, job_id, role, size)
-    # Then one webhook arrived, and standardwebhooks verifies it with the secret
-    assert len(webhook_env.requests) == 1
-    headers, body = webhook_env.requests[0]
-    payload = Webhook(SECRET).verify(body, headers)
-    assert headers["webhook-signature"].startswith("v1,")
-    assert payload["type"] == "job.succeeded"
-    # And its data is the GET /jobs body, result URLs included
-    data = payload["data"]
+    # Then the master itself sent nothing
+    assert receiver.requests == []
+    # And through the stream and the queue one job.succeeded arrives, signed, whose
+    # data is the GET /jobs body, result URLs included
+    data = _delivered_once(receiver, events, job_id, "job.succeeded")
     current = api.call("GET", f"/jobs/{job_id}").body
-    assert data["job_id"] == job_id
     assert data["status"] == "succeeded"
     assert data["metrics"] == current["metrics"]
     assert set(data["results"]) == {"wav16"}
     assert data["results"]["wav16"]["url"].startswith("http")
-    # And the delivery is recorded on the job
-    assert _stored_webhook(stack, job_id) == {
-        "state": "delivered",
-        "attempts": 1,
-        "status_code": 204,
-    }
+    assert receiver.requests[0][0]["webhook-signature"].startswith("v1,")
+    # And the job's uploads are gone, its results kept
+    assert _uploads_left(stack, job_id) == []
+    assert current["results"]["wav16"]["size"] > 0
+    # And how the webhook went is noted on the job
+    job = stack.store().get(job_id)
+    assert job is not None
+    assert job.webhook == {"state": "delivered", "status_code": 204, "attempts": 1}
 
 
-@pytest.mark.slow
-def test_receiver_rejects_tampering_stale_timestamps_and_wrong_secrets(
+def test_a_failed_job_sends_job_failed_with_its_error(
     api: ApiClient,
     stack: Stack,
     invoke_master: Callable[..., Any],
-    webhook_env: Receiver,
+    receiver: Receiver,
+    events: Events,
     tmp_path: Path,
 ) -> None:
-    # Given a real webhook captured from a job
-    target, reference = _files(tmp_path)
-    job_id, sizes = create_and_upload(api, target, reference)
-    for role, size in sizes.items():
-        deliver(invoke_master, job_id, role, size)
-    headers, body = webhook_env.requests[0]
-    receiver = Webhook(SECRET)
+    # Given a job whose target is not audio
+    notes = tmp_path / "notes.wav"
+    notes.write_bytes(b"not audio at all\n" * 100)
+    job_id, sizes = create_and_upload(api, notes, None, preset="warm")
+    # When it runs
+    deliver(invoke_master, job_id, "target", sizes["target"])
+    # Then one job.failed arrives with the error code, and the upload is deleted
+    data = _delivered_once(receiver, events, job_id, "job.failed")
+    assert data["error"]["code"] == "invalid_audio"
+    assert _uploads_left(stack, job_id) == []
 
+
+def test_an_expired_job_sends_job_expired(
+    api: ApiClient, stack: Stack, receiver: Receiver, events: Events
+) -> None:
+    # Given a job whose uploads never came, past its upload window
+    window = stack.settings.upload_window_s
+    stack.configure(upload_window_s=0)
+    created = api.call(
+        "POST",
+        "/jobs",
+        body={
+            "target": {"filename": "a.wav", "size": 1000, "content_type": "audio/wav"},
+            "preset": "warm",
+        },
+    )
+    stack.configure(upload_window_s=window)
+    job_id = created.body["job_id"]
+    # When the lifecycle function's sweep runs
+    sweep = load_handler("presign", "lifecycle").handler(
+        load_event("lifecycle-schedule.json"), FakeLambdaContext(60, "lifecycle")
+    )
+    assert sweep["expired"] == [job_id]
+    # Then one job.expired arrives, saying why
+    data = _delivered_once(receiver, events, job_id, "job.expired")
+    assert data["error"]["code"] == "upload_expired"
+
+
+def test_a_cancelled_job_deleted_meanwhile_still_sends_job_cancelled(
+    api: ApiClient, stack: Stack, receiver: Receiver, events: Events, tmp_path: Path
+) -> None:
+    from mastering.jobs.model import JobStatus, Stage
+
+    # Given a waiting job that is cancelled, then deleted before its event is sent
+    job_id, _ = _waiting_job(api, tmp_path)
+    store = stack.store()
+    cancelled = store.transition(
+        job_id,
+        JobStatus.AWAITING_UPLOAD,
+        JobStatus.CANCELLED,
+        now=NOW,
+        stage=Stage.CANCELLED,
+        percent=0,
+    )
+    assert cancelled is not None
+    assert events.relay() == 1
+    store.delete(job_id)
+    # When the sender gets to it
+    assert events.send() == 1
+    # Then the receiver still hears of it, as the job was when it ended
+    assert receiver.ids() == [f"msg_{job_id}_cancelled"]
+    payload = receiver.payload()
+    assert payload["type"] == "job.cancelled"
+    assert payload["data"]["status"] == "cancelled"
+    assert _uploads_left(stack, job_id) == []
+
+
+def test_a_master_that_died_sends_job_failed_through_the_lifecycle_function(
+    api: ApiClient, stack: Stack, receiver: Receiver, events: Events, tmp_path: Path
+) -> None:
+    from mastering.jobs.model import JobStatus, Stage
+
+    # Given a job in processing whose master invocation timed out
+    job_id, _ = _waiting_job(api, tmp_path)
+    store = stack.store()
+    for old, new, stage in (
+        (JobStatus.AWAITING_UPLOAD, JobStatus.QUEUED, Stage.QUEUED),
+        (JobStatus.QUEUED, JobStatus.PROCESSING, Stage.MATCHING),
+    ):
+        assert store.transition(job_id, old, new, now=NOW, stage=stage, percent=40)
+    record = load_event("lifecycle-master-failure.json")
+    record["requestPayload"] = s3_event_for(f"uploads/{job_id}/target", 1000)
+    # When the lifecycle function handles the failure
+    load_handler("presign", "lifecycle").handler(record, FakeLambdaContext(60, "lifecycle"))
+    # Then one job.failed arrives with processing_timeout
+    data = _delivered_once(receiver, events, job_id, "job.failed")
+    assert data["error"]["code"] == "processing_timeout"
+
+
+# ---------------------------------------------------------------- nobody waits, nothing lost
+
+
+@pytest.mark.slow
+def test_the_master_never_waits_on_a_receiver_that_hangs(
+    api: ApiClient,
+    stack: Stack,
+    invoke_master: Callable[..., Any],
+    receiver: Receiver,
+    events: Events,
+    tmp_path: Path,
+) -> None:
+    # Given a receiver that would hang for a minute on every request
+    receiver.stall_s = 60.0
+    target, _ = _files(tmp_path)
+    job_id, sizes = create_and_upload(api, target, None, preset="warm")
+    # When the master runs the job
+    started = time.monotonic()
+    result = invoke_master(s3_event_for(f"uploads/{job_id}/target", sizes["target"]))
+    took = time.monotonic() - started
+    # Then it returned with the job done, the receiver never called
+    assert result == {"jobs": {job_id: "succeeded"}}
+    assert receiver.requests == []
+    assert took < 30, took
+    # And the event waits on the queue for the sender
+    assert events.relay() == 1
+    queued = emulated_sqs(stack).get_queue_attributes(
+        QueueUrl=stack.queues.events.url, AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    assert queued["Attributes"]["ApproximateNumberOfMessages"] == "1"
+
+
+def test_a_receiver_that_fails_first_gets_the_event_after_the_scheduled_delay(
+    api: ApiClient, stack: Stack, receiver: Receiver, tmp_path: Path
+) -> None:
+    # Given a receiver that answers 503 once, then 204, and the schedule scaled so the
+    # first retry (5 s) comes after 1 s
+    _configure(stack, receiver.url, ports={receiver.port}, retry_scale=0.2)
+    events = _events(stack)
+    receiver.answers = [503]
+    job_id, _ = _waiting_job(api, tmp_path)
+    _expire(stack, job_id)
+    assert events.relay() == 1
+    # When the sender tries
+    assert events.send() == 1
+    # Then the first attempt failed and the event is not back before its delay
+    assert len(receiver.requests) == 1
+    assert events.send() == 0
+    # And after it, the event arrives with the same webhook-id, both signed
+    time.sleep(1.2)
+    assert events.send() == 1
+    assert receiver.ids() == [f"msg_{job_id}_expired"] * 2
+    assert receiver.arrived[1] - receiver.arrived[0] >= 1.0
+    assert receiver.payload(0)["data"] == receiver.payload(1)["data"]
+    job = stack.store().get(job_id)
+    assert job is not None
+    assert job.webhook == {"state": "delivered", "status_code": 204, "attempts": 2}
+    # And nothing more is left to send
+    time.sleep(1.1)
+    assert events.send() == 0
+
+
+def test_a_receiver_down_for_every_attempt_parks_the_event_and_a_redrive_delivers_it(
+    api: ApiClient, stack: Stack, receiver: Receiver, tmp_path: Path
+) -> None:
+    # Given a receiver that fails every attempt, and no wait between attempts
+    _configure(stack, receiver.url, ports={receiver.port}, retry_scale=0)
+    events = _events(stack)
+    receiver.answers = [503] * 8
+    job_id, _ = _waiting_job(api, tmp_path)
+    _expire(stack, job_id)
+    assert events.relay() == 1
+    # When the sender has made all its attempts
+    for _ in range(8):
+        assert events.send() == 1
+    # Then there were 8, and the next receive moves the event to the dead-letter queue
+    assert len(receiver.requests) == 8
+    assert events.send() == 0
+    (parked,) = events.dead_letters()
+    assert f"msg_{job_id}_expired" in parked
+    # When an operator redrives it once the receiver works again (what
+    # `aws sqs start-message-move-task` does; moto does not have it)
+    sqs = emulated_sqs(stack)
+    dead = sqs.receive_message(QueueUrl=stack.queues.dead_letters.url, VisibilityTimeout=0)
+    for message in dead.get("Messages", []):
+        sqs.send_message(QueueUrl=stack.queues.events.url, MessageBody=message["Body"])
+        sqs.delete_message(
+            QueueUrl=stack.queues.dead_letters.url, ReceiptHandle=message["ReceiptHandle"]
+        )
+    assert events.send() == 1
+    # Then it is delivered, under the same webhook-id as every attempt before
+    assert receiver.ids() == [f"msg_{job_id}_expired"] * 9
+    assert receiver.payload()["type"] == "job.expired"
+    assert events.dead_letters() == []
+
+
+def test_a_receiver_that_refuses_the_event_is_not_asked_again(
+    api: ApiClient, stack: Stack, receiver: Receiver, events: Events, tmp_path: Path
+) -> None:
+    # Given a receiver that answers 410 Gone
+    receiver.answers = [410]
+    job_id, _ = _waiting_job(api, tmp_path)
+    _expire(stack, job_id)
+    assert events.relay() == 1
+    # When the sender tries
+    assert events.send() == 1
+    # Then the event is done: no second attempt, nothing parked, the refusal noted
+    time.sleep(1.1)
+    assert events.send() == 0
+    assert len(receiver.requests) == 1
+    assert events.dead_letters() == []
+    job = stack.store().get(job_id)
+    assert job is not None
+    assert job.webhook is not None
+    assert (job.webhook["state"], job.webhook["status_code"]) == ("rejected", 410)
+
+
+def test_a_stream_record_delivered_twice_gives_one_webhook_id(
+    api: ApiClient, stack: Stack, receiver: Receiver, events: Events, tmp_path: Path
+) -> None:
+    from mastering import clients
+    from mastering.devstack.resources import jobs_stream_arn
+
+    # Given a job that ended, and its stream record as Lambda hands it over
+    job_id, _ = _waiting_job(api, tmp_path)
+    _expire(stack, job_id)
+    streams = clients.dynamodb_streams_client(stack.settings.aws)
+    arn = jobs_stream_arn(stack.settings)
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(
+        StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    (ended,) = [
+        r
+        for r in streams.get_records(ShardIterator=iterator)["Records"]
+        if r["dynamodb"].get("NewImage", {}).get("status", {}).get("S") == "expired"
+    ]
+    ended["dynamodb"]["ApproximateCreationDateTime"] = 0
+    ended["eventSourceARN"] = arn
+    # When the job-events function gets it twice (Lambda is at-least-once)
+    relay = _invoker("job_events", 60)
+    for _ in range(2):
+        assert relay({"Records": [ended]}) == {"batchItemFailures": []}
+    # Then the receiver gets it twice under one webhook-id, to drop the repeat by
+    while events.send():
+        pass
+    assert receiver.ids() == [f"msg_{job_id}_expired"] * 2
+
+
+def test_a_refused_destination_is_never_called_and_never_fails_the_job(
+    api: ApiClient, stack: Stack, receiver: Receiver, tmp_path: Path
+) -> None:
+    # Given a deployment misconfigured with a private webhook address
+    _configure(stack, "https://10.20.30.40/hook", ports={443})
+    events = _events(stack)
+    job_id, _ = _waiting_job(api, tmp_path)
+    _expire(stack, job_id)
+    # When the event is sent
+    assert events.relay() == 1
+    assert events.send() == 1
+    # Then nothing was called, the event is done (not retried, not parked) and the
+    # refusal is noted on the job, which stays as it ended
+    time.sleep(1.1)
+    assert events.send() == 0
+    assert events.dead_letters() == []
+    job = stack.store().get(job_id)
+    assert job is not None
+    assert str(job.status) == "expired"
+    assert job.webhook is not None
+    assert job.webhook["state"] == "refused"
+
+
+def test_receivers_reject_tampering_stale_timestamps_and_wrong_secrets(
+    api: ApiClient, stack: Stack, receiver: Receiver, events: Events, tmp_path: Path
+) -> None:
+    # Given a real webhook captured from a job
+    job_id, _ = _waiting_job(api, tmp_path)
+    _expire(stack, job_id)
+    events.relay()
+    events.send()
+    headers, body = receiver.requests[0]
+    verifier = Webhook(SECRET)
+    verifier.verify(body, headers)
     # Then a tampered body fails verification
-    tampered = body.replace(b'"succeeded"', b'"failed"', 1)
+    tampered = body.replace(b'"expired"', b'"failed"', 1)
     with pytest.raises(WebhookVerificationError):
-        receiver.verify(tampered, headers)
+        verifier.verify(tampered, headers)
     # And a message re-signed with a timestamp ten minutes old fails the window
     old = datetime.now(UTC) - timedelta(minutes=10)
     stale = {
         **headers,
         "webhook-timestamp": str(int(old.timestamp())),
-        "webhook-signature": receiver.sign(headers["webhook-id"], old, body.decode()),
+        "webhook-signature": verifier.sign(headers["webhook-id"], old, body.decode()),
     }
     with pytest.raises(WebhookVerificationError):
-        receiver.verify(body, stale)
+        verifier.verify(body, stale)
     # And another secret does not verify it
     other = "whsec_" + base64.b64encode(b"some-other-secret-of-32-bytes!!!").decode()
     with pytest.raises(WebhookVerificationError):
         Webhook(other).verify(body, headers)
 
 
-@pytest.mark.slow
-def test_failed_job_sends_job_failed_with_its_error(
-    api: ApiClient,
-    stack: Stack,
-    invoke_master: Callable[..., Any],
-    webhook_env: Receiver,
-    tmp_path: Path,
-) -> None:
-    # Given a job whose target is not audio
-    notes = tmp_path / "notes.wav"
-    notes.write_bytes(b"not audio at all\n" * 100)
-    _, reference = _files(tmp_path)
-    job_id, sizes = create_and_upload(api, notes, reference)
-    # When it runs
-    for role, size in sizes.items():
-        deliver(invoke_master, job_id, role, size)
-    # Then the webhook says job.failed with the error code
-    headers, body = webhook_env.requests[0]
-    payload = Webhook(SECRET).verify(body, headers)
-    assert payload["type"] == "job.failed"
-    assert payload["data"]["error"]["code"] == "invalid_audio"
+def _expire(stack: Stack, job_id: str) -> None:
+    from mastering.jobs.rules import expire_job
 
-
-def test_master_death_also_sends_job_failed(
-    api: ApiClient, stack: Stack, webhook_env: Receiver, tmp_path: Path
-) -> None:
-    from mastering.jobs.model import JobStatus, Stage
-    from tests.conftest import s3_event_for
-
-    # Given a job in processing whose master invocation timed out
-    target, _ = _files(tmp_path)
-    job_id, _ = create_and_upload(api, target, None, preset="warm")
-    store = stack.store()
-    store.transition(
-        job_id,
-        JobStatus.AWAITING_UPLOAD,
-        JobStatus.QUEUED,
-        now=datetime(2026, 1, 1, tzinfo=UTC),
-        stage=Stage.QUEUED,
-        percent=0,
-    )
-    store.transition(
-        job_id,
-        JobStatus.QUEUED,
-        JobStatus.PROCESSING,
-        now=datetime(2026, 1, 1, tzinfo=UTC),
-        stage=Stage.MATCHING,
-        percent=40,
-    )
-    record = load_event("lifecycle-master-failure.json")
-    record["requestPayload"] = s3_event_for(f"uploads/{job_id}/target", 1000)
-    # When the lifecycle function handles the failure
-    load_handler("presign", "lifecycle").handler(record, FakeLambdaContext(60, "lifecycle"))
-    # Then a job.failed webhook with processing_timeout went out
-    payload = Webhook(SECRET).verify(webhook_env.requests[0][1], webhook_env.requests[0][0])
-    assert payload["type"] == "job.failed"
-    assert payload["data"]["error"]["code"] == "processing_timeout"
-
-
-def _sender(
-    url: str, answers: list[int], *, allow_loopback: bool = True
-) -> tuple[WebhookSender, list[dict[str, str]], list[float]]:
-    sent: list[dict[str, str]] = []
-    slept: list[float] = []
-
-    def post(destination: Any, body: bytes, headers: dict[str, str]) -> int:
-        sent.append(headers)
-        answer = answers.pop(0)
-        if answer == 0:
-            raise ConnectionResetError("network down")
-        return answer
-
-    sender = WebhookSender(
-        WebhookTarget(url, SECRET, allow_loopback=allow_loopback), post=post, sleep=slept.append
-    )
-    return sender, sent, slept
-
-
-def test_retries_on_500_429_and_network_errors_then_succeeds_with_one_message_id() -> None:
-    # Given a receiver that fails three ways before accepting
-    sender, sent, slept = _sender("http://127.0.0.1:9/hook", [500, 429, 0, 200])
-    # When an event is sent
-    outcome = sender.send("job.succeeded", {"job_id": "x"}, message_id="msg_x", budget_s=60)
-    # Then it was delivered on the fourth attempt, backing off, with the same id each time
-    assert (outcome.state, outcome.attempts, outcome.status_code) == ("delivered", 4, 200)
-    assert slept == [1.0, 2.0, 4.0]
-    assert {headers["webhook-id"] for headers in sent} == {"msg_x"}
-
-
-def test_gives_up_at_once_on_other_4xx() -> None:
-    sender, _sent, _ = _sender("http://127.0.0.1:9/hook", [410])
-    outcome = sender.send("job.failed", {}, message_id="msg_y", budget_s=60)
-    assert (outcome.state, outcome.attempts, outcome.status_code) == ("failed", 1, 410)
-
-
-def test_retries_stop_when_the_time_budget_runs_out() -> None:
-    sender, sent, _ = _sender("http://127.0.0.1:9/hook", [503] * 10)
-    outcome = sender.send("job.failed", {}, message_id="msg_z", budget_s=3.5)
-    # 1 s + 2 s of backoff fit in 3.5 s; a third wait of 4 s does not
-    assert outcome.state == "failed"
-    assert len(sent) == 3
-
-
-@pytest.mark.parametrize(
-    ("url", "addresses", "allow_loopback"),
-    [
-        ("https://hooks.example.com/x", ["10.0.0.5"], False),
-        ("https://hooks.example.com/x", ["192.168.1.10"], False),
-        ("https://hooks.example.com/x", ["172.16.0.1"], False),
-        ("https://metadata.example.com/x", ["169.254.169.254"], False),
-        ("https://metadata.example.com/x", ["fd00:ec2::254"], False),
-        ("https://hooks.example.com/x", ["100.64.0.1"], False),
-        ("https://hooks.example.com/x", ["93.184.216.34", "10.0.0.5"], False),  # any bad one
-        ("https://hooks.example.com/x", ["::ffff:10.0.0.5"], False),
-        ("https://localhost/x", ["127.0.0.1"], False),  # loopback unless the local stack
-        ("http://hooks.example.com/x", ["93.184.216.34"], False),  # plain http in AWS
-        ("http://hooks.example.com/x", ["93.184.216.34"], True),  # and even locally
-        ("http://127.0.0.1/x", ["127.0.0.1", "10.0.0.1"], True),
-        ("ftp://hooks.example.com/x", ["93.184.216.34"], False),
-        ("https://user:pw@hooks.example.com/x", ["93.184.216.34"], False),
-    ],
-)
-def test_non_public_or_insecure_destinations_are_refused_before_connecting(
-    url: str, addresses: list[str], allow_loopback: bool
-) -> None:
-    target = WebhookTarget(url, SECRET, allow_loopback=allow_loopback)
-    with pytest.raises(WebhookRefused):
-        resolve_destination(target, resolver=lambda host, port: addresses)
-
-
-def test_public_https_and_local_loopback_are_allowed() -> None:
-    public = resolve_destination(
-        WebhookTarget("https://hooks.example.com/in?x=1", SECRET),
-        resolver=lambda host, port: ["93.184.216.34"],
-    )
-    assert (public.address, public.port, public.path) == ("93.184.216.34", 443, "/in?x=1")
-    local = resolve_destination(
-        WebhookTarget("http://127.0.0.1:8000/hook", SECRET, allow_loopback=True),
-        resolver=lambda host, port: ["127.0.0.1"],
-    )
-    assert (local.address, local.port) == ("127.0.0.1", 8000)
-
-
-@pytest.mark.slow
-def test_refused_webhook_never_fails_a_succeeded_job(
-    api: ApiClient,
-    stack: Stack,
-    invoke_master: Callable[..., Any],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from mastering.config import WebhookSettings
-
-    # Given a deployment misconfigured with a private webhook address
-    stack.configure(webhook=WebhookSettings(url="https://10.20.30.40/hook", secret=SECRET))
-    target, reference = _files(tmp_path)
-    job_id, sizes = create_and_upload(api, target, reference)
-    # When the job runs
-    for role, size in sizes.items():
-        deliver(invoke_master, job_id, role, size)
-    # Then the job still succeeded and the refusal is recorded
-    assert api.call("GET", f"/jobs/{job_id}").body["status"] == "succeeded"
-    webhook = _stored_webhook(stack, job_id)
-    assert webhook is not None
-    assert (webhook["state"], webhook["attempts"]) == ("refused", 0)
+    assert expire_job(job_id, store=stack.store(), now=NOW) is not None

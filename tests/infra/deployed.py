@@ -85,6 +85,10 @@ def needs_of(entry: dict[str, Any]) -> list[Need]:
         if "IndexName" in params:
             target += f"/index/{params['IndexName']}"
         return [Need(action, target, why)]
+    if service == "sqs":
+        # .../<account>/<queue name>, whatever the host (moto's or AWS's).
+        account, name = str(params["QueueUrl"]).rstrip("/").split("/")[-2:]
+        return [Need(action, f"arn:aws:sqs:{REGION}:{account}:{name}", why)]
     if service == "ssm" and operation in ("GetParameter", "GetParameters"):
         return [
             Need(
@@ -212,6 +216,19 @@ def create_resources(deployment: Deployment, endpoint: str) -> None:
     s3 = boto3.client("s3", **options)
     for logical_id in deployment.of_type("AWS::S3::Bucket"):
         s3.create_bucket(Bucket=deployment.physical_name(logical_id))
+    sqs = boto3.client("sqs", **options)
+    queues = deployment.of_type("AWS::SQS::Queue")
+    # Dead-letter queues first: a queue's redrive policy names one.
+    for logical_id in sorted(queues, key=lambda name: "RedrivePolicy" in str(queues[name])):
+        props = deployment.resolve(queues[logical_id]["Properties"])
+        attributes = {
+            key: str(props[key])
+            for key in ("VisibilityTimeout", "MessageRetentionPeriod")
+            if key in props
+        }
+        if "RedrivePolicy" in props:
+            attributes["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])
+        sqs.create_queue(QueueName=deployment.physical_name(logical_id), Attributes=attributes)
     dynamodb = boto3.client("dynamodb", **options)
     for logical_id, table in deployment.of_type("AWS::DynamoDB::Table").items():
         props = deployment.resolve(table["Properties"])
@@ -228,6 +245,11 @@ def create_resources(deployment: Deployment, endpoint: str) -> None:
                 )
                 if key in props
             },
+            **(
+                {"StreamSpecification": {"StreamEnabled": True, **props["StreamSpecification"]}}
+                if "StreamSpecification" in props
+                else {}
+            ),
         )
         if "TimeToLiveSpecification" in props:
             dynamodb.update_time_to_live(

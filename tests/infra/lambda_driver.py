@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-RECORDED_PARAMS = ("Bucket", "Key", "TableName", "IndexName", "Name", "Prefix")
+RECORDED_PARAMS = ("Bucket", "Key", "TableName", "IndexName", "Name", "Prefix", "QueueUrl")
 
 
 class Recorder:

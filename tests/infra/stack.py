@@ -30,6 +30,8 @@ PARTITION = "aws"
 STACK = "spectrum-mastering"
 # What CloudFormation would name the resources the template leaves unnamed.
 GENERATED_NAMES = {"JobsTable": f"{STACK}-JobsTable-1A2B3C4D5E6F", "HttpApi": "a1b2c3d4e5"}
+# The label DynamoDB gives a table's stream when it is created.
+STREAM_LABEL = "2026-01-01T00:00:00.000"
 
 PSEUDO = {
     "AWS::AccountId": ACCOUNT,
@@ -89,7 +91,7 @@ class Deployment:
         if logical_id in GENERATED_NAMES:
             return GENERATED_NAMES[logical_id]
         props = self.resources.get(logical_id, {}).get("Properties", {})
-        for key in ("BucketName", "FunctionName", "TableName", "LogGroupName", "Name"):
+        for key in ("BucketName", "FunctionName", "TableName", "LogGroupName", "QueueName", "Name"):
             if key in props:
                 return str(self.resolve(props[key]))
         return logical_id
@@ -105,11 +107,21 @@ class Deployment:
             return f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:{name}"
         if kind == "AWS::Logs::LogGroup":
             return f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT}:log-group:{name}:*"
+        if kind == "AWS::SQS::Queue":
+            return f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT}:{name}"
         raise AssertionError(f"no ARN known for {logical_id} ({kind})")
+
+    def queue_url(self, logical_id: str) -> str:
+        return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{self.physical_name(logical_id)}"
 
     def _attribute(self, logical_id: str, attribute: str) -> str:
         if attribute == "Arn":
             return self.arn(logical_id)
+        if (
+            attribute == "StreamArn"
+            and self.resources[logical_id]["Type"] == "AWS::DynamoDB::Table"
+        ):
+            return f"{self.arn(logical_id)}/stream/{STREAM_LABEL}"
         raise AssertionError(f"GetAtt {logical_id}.{attribute} is not modelled")
 
     # ------------------------------------------------------------ intrinsics
@@ -169,8 +181,8 @@ class Deployment:
             return self.parameters[name]
         if name in self.resources:
             kind = self.resources[name]["Type"]
-            if kind in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
-                return self.physical_name(name)
+            if kind == "AWS::SQS::Queue":
+                return self.queue_url(name)
             return self.physical_name(name)
         raise AssertionError(f"Ref to unknown {name}")
 

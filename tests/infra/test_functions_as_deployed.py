@@ -1,13 +1,15 @@
-"""The three functions, configured exactly as template.yaml configures them, doing
-their jobs against moto; and their IAM policies held against what the code did.
+"""The functions, configured exactly as template.yaml configures them, doing their
+jobs against moto; and their IAM policies held against what the code did.
 
 One run (module fixture) takes jobs through every path that touches AWS: create,
 upload, master (a success and a missing upload), read, expire on read, the scheduled
-sweep (an abandoned upload, a stuck job) and the master's on-failure destination,
-with a webhook configured so the webhook secret is read too. Each function is its own
-process with the template's environment (see ``deployed.py``), so a setting the
-template forgets, a table index it lacks, or a bucket it names differently from the
-code fails here, and each AWS call is recorded for the IAM tests.
+sweep (an abandoned upload, a stuck job) and the master's on-failure destination;
+then every job's ending through the table's stream to the job-events function, and
+from the webhook queue to the webhook sender, with a webhook configured so the
+webhook secret is read too. Each function is its own process with the template's
+environment (see ``deployed.py``), so a setting the template forgets, a table index
+it lacks, or a bucket or queue it names differently from the code fails here, and
+each AWS call is recorded for the IAM tests.
 """
 
 from __future__ import annotations
@@ -37,6 +39,13 @@ from tests.infra.stack import REPO, Deployment, Grant, function_role, load_templ
 
 EVENTS = REPO / "events"
 ORIGINS = ["https://app.example.test", "http://localhost:5173"]
+FUNCTIONS = (
+    "PresignFunction",
+    "MasterFunction",
+    "JobLifecycleFunction",
+    "JobEventsFunction",
+    "WebhookSenderFunction",
+)
 # A webhook the sender refuses before connecting (loopback): the secret is still read.
 WEBHOOK_URL = "https://127.0.0.1:9/ai-mastering-webhook"
 OWNER = "user-infra"
@@ -148,7 +157,7 @@ def run(moto: Moto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             folder=folder,
             image_env=image_env if name == "MasterFunction" else None,
         )
-        for name in ("PresignFunction", "MasterFunction", "JobLifecycleFunction")
+        for name in FUNCTIONS
     }
     run = Run(deployment, deployment.translate(), functions)
     presign, master, lifecycle = (
@@ -250,11 +259,62 @@ def run(moto: Moto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             "stuck": stuck,
             "crashed": crashed,
             "mastered": mastered,
+            "missing": missing,
+            "read-late": read_late,
         }
+        run.answers["webhooks"] = _job_endings_to_webhooks(deployment, moto, functions)
         yield run
     finally:
         for process in functions.values():
             process.stop()
+
+
+def _job_endings_to_webhooks(
+    deployment: Deployment, moto: Moto, functions: dict[str, FunctionProcess]
+) -> dict[str, Any]:
+    """The table's stream into the job-events function, the webhook queue into the
+    sender, as Lambda's event source mappings feed them (the local stack's pollers)."""
+    from mastering.devstack.event_sources import QueueSource, StreamSource
+    from mastering.notify.events import STREAM_FILTER_PATTERN
+
+    table = deployment.physical_name("JobsTable")
+    stream_arn = moto.client("dynamodb").describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    sqs = moto.client("sqs")
+    queue_url = sqs.get_queue_url(QueueName=deployment.physical_name("WebhookQueue"))["QueueUrl"]
+    relayed: list[Any] = []
+    sent: list[Any] = []
+
+    def relay(event: dict[str, Any]) -> Any:
+        relayed.extend(r["dynamodb"]["NewImage"]["status"]["S"] for r in event["Records"])
+        return functions["JobEventsFunction"].invoke(event, remaining_s=60)
+
+    def send(event: dict[str, Any]) -> Any:
+        sent.extend(event["Records"])
+        return functions["WebhookSenderFunction"].invoke(event, remaining_s=90)
+
+    stream = StreamSource(
+        streams=moto.client("dynamodbstreams"),
+        stream_arn=stream_arn,
+        invoke=relay,
+        pattern=STREAM_FILTER_PATTERN,
+        on_failure=lambda record: pytest.fail(f"stream records given up on: {record}"),
+        function_arn=deployment.arn("JobEventsFunction"),
+    )
+    while stream.poll():
+        pass
+    queue = QueueSource(
+        sqs=sqs,
+        queue_url=queue_url,
+        queue_arn=deployment.arn("WebhookQueue"),
+        invoke=send,
+        wait_s=0,
+    )
+    while queue.poll():
+        pass
+    left = sqs.get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]["ApproximateNumberOfMessages"]
+    return {"relayed": sorted(relayed), "sent": len(sent), "left": int(left)}
 
 
 # ---------------------------------------------------------------- the functions work
@@ -297,6 +357,26 @@ def test_jobs_are_listed_cancelled_and_deleted_as_deployed(run: Run) -> None:
     assert run.body("cancel")["status"] == "cancelled"
     assert run.answers["delete"]["statusCode"] == 204
     assert run.answers["get-deleted"]["statusCode"] == 404
+
+
+def test_every_ending_goes_through_the_stream_and_the_queue_to_the_sender(
+    run: Run, moto: Moto
+) -> None:
+    # Given the seven jobs the run ended (one succeeded, three failed, two expired, one
+    # cancelled; deleting the succeeded one later ends nothing new)
+    webhooks = run.answers["webhooks"]
+    # Then each ending reached the job-events function once, and its event the sender
+    assert webhooks["relayed"] == sorted(
+        ["succeeded", "cancelled"] + ["failed"] * 3 + ["expired"] * 2
+    )
+    assert webhooks["sent"] == 7
+    # And the sender was done with each (this webhook is refused: loopback), none left
+    assert webhooks["left"] == 0
+    # And the ended jobs' uploads are gone
+    uploads = moto.client("s3").list_objects_v2(
+        Bucket=run.deployment.physical_name("UploadsBucket"), Prefix="uploads/"
+    )
+    assert [o["Key"] for o in uploads.get("Contents", [])] == []
 
 
 def test_unknown_routes_answer_the_json_error_shape(run: Run) -> None:
@@ -394,14 +474,23 @@ def test_settings_the_code_requires_are_set_on_every_function() -> None:
 # ---------------------------------------------------------------- IAM
 
 
-# SAM grants the master lambda:InvokeFunction on its on-failure destination; that
-# grant is checked with the async configuration (test_stack.py), not by a call here.
-SAM_GRANTS = {"MasterFunction": {"lambda:InvokeFunction"}}
+# Grants SAM adds for Lambda itself to use, not the code: the master's
+# lambda:InvokeFunction on its on-failure destination (checked with the async
+# configuration in test_stack.py), the job-events function's sqs:SendMessage to its
+# stream's on-failure queue. (function, action, resource's logical id)
+SAM_GRANTS = {
+    ("MasterFunction", "lambda:InvokeFunction", "JobLifecycleFunction"),
+    ("JobEventsFunction", "sqs:SendMessage", "JobEventsDeadLetterQueue"),
+}
 # Grants for paths no deterministic run reaches, each with the code that needs it.
 UNREACHED = {
     # worker/runner.py: a job that fails, or is ended by the lifecycle function, after
     # its results were uploaded deletes them (DeleteObjects on the written keys).
-    ("MasterFunction", "s3:DeleteObject", "results/*"),
+    ("MasterFunction", "s3:DeleteObject", "/results/*"),
+    # notify/delivery.py: a failed attempt hides the message until its next one; this
+    # run's webhook is refused (final) since only loopback is reachable here, and the
+    # deployed code refuses loopback. tests/flow/test_webhooks.py covers retries.
+    ("WebhookSenderFunction", "sqs:ChangeMessageVisibility", ":spectrum-mastering-webhooks"),
 }
 
 
@@ -409,7 +498,7 @@ def _grants(run: Run, function: str) -> list[Grant]:
     return role_grants(run.translated, function_role(run.translated, function))
 
 
-@pytest.mark.parametrize("function", ["PresignFunction", "MasterFunction", "JobLifecycleFunction"])
+@pytest.mark.parametrize("function", FUNCTIONS)
 def test_the_role_allows_every_call_the_code_made(run: Run, function: str) -> None:
     # Given what the function asked of AWS during the run, presigned URLs included
     needs = run.functions[function].needs()
@@ -420,18 +509,21 @@ def test_the_role_allows_every_call_the_code_made(run: Run, function: str) -> No
     assert not denied, "\n".join(f"{n.action} on {n.resource} ({n.because})" for n in denied)
 
 
-@pytest.mark.parametrize("function", ["PresignFunction", "MasterFunction", "JobLifecycleFunction"])
+@pytest.mark.parametrize("function", FUNCTIONS)
 def test_the_role_allows_nothing_the_code_did_not_use(run: Run, function: str) -> None:
     # Given the role's grants, as (action, resource pattern) pairs
     needs: list[Need] = run.functions[function].needs()
     unused = []
     for grant in _grants(run, function):
         for action in grant.actions:
-            if action in SAM_GRANTS.get(function, set()):
-                continue
             for resource in grant.resources:
                 if any(
-                    (function, action) == (f, a) and resource.endswith("/" + suffix)
+                    (function, action) == (f, a) and resource == run.translated.arn(target)
+                    for f, a, target in SAM_GRANTS
+                ):
+                    continue
+                if any(
+                    (function, action) == (f, a) and resource.endswith(suffix)
                     for f, a, suffix in UNREACHED
                 ):
                     continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import json
 import re
 import tomllib
 from typing import Any
@@ -190,6 +191,26 @@ def test_handlers_the_template_names_exist(deployment: Deployment) -> None:
         assert name in defined, f"{function}: {source} has no {name}()"
 
 
+def test_every_makefile_built_function_has_its_make_target(deployment: Deployment) -> None:
+    import subprocess
+
+    # Given each function SAM builds with `make build-<LogicalId>`
+    for function in deployment.functions():
+        resource = deployment.resources[function]
+        if resource.get("Metadata", {}).get("BuildMethod") != "makefile":
+            continue
+        makefile = REPO / resource["Properties"]["CodeUri"] / "Makefile"
+        # Then that Makefile has the target (a dry run names what it would do)
+        result = subprocess.run(
+            ["make", "-n", "-f", str(makefile), f"build-{function}", "ARTIFACTS_DIR=/nonexistent"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, f"{function}: {result.stderr}"
+
+
 def test_zip_functions_run_python_3_12(deployment: Deployment) -> None:
     for function in deployment.functions():
         props = deployment.resources[function]["Properties"]
@@ -267,3 +288,176 @@ def test_the_code_and_the_local_stack_default_to_the_templates_master_timeout(
     default = template["Parameters"]["MasterTimeout"]["Default"]
     # Then the code, when nothing says otherwise, and the local stack assume the same
     assert DEFAULT_MASTER_TIMEOUT_S == defaults.MASTER_TIMEOUT_S == int(default)
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+def _event_source(translated: Deployment, function: str) -> dict[str, Any]:
+    (mapping,) = (
+        translated.resolve(res["Properties"])
+        for res in translated.of_type("AWS::Lambda::EventSourceMapping").values()
+        if res["Properties"]["FunctionName"] == {"Ref": function}
+    )
+    return mapping  # type: ignore[no-any-return]
+
+
+def test_every_ended_job_reaches_the_job_events_function_and_only_those(
+    deployment: Deployment, translated: Deployment
+) -> None:
+    from mastering.notify.events import STREAM_FILTER_PATTERN
+
+    # Given the jobs table and the job-events function's event source
+    table = deployment.resolve(deployment.resources["JobsTable"]["Properties"])
+    mapping = _event_source(translated, "JobEventsFunction")
+    # Then the table streams old and new images, and the function reads that stream
+    assert table["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    assert mapping["EventSourceArn"] == deployment.resolve(
+        {"Fn::GetAtt": ["JobsTable", "StreamArn"]}
+    )
+    # And its filter is the code's (a live status becoming a terminal one)
+    (only,) = mapping["FilterCriteria"]["Filters"]
+    assert json.loads(only["Pattern"]) == STREAM_FILTER_PATTERN
+    # And a record that fails is retried (alone, bisected) for as long as the stream
+    # keeps it, then reported to a queue rather than dropped
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BisectBatchOnFunctionError"] is True
+    assert mapping["MaximumRetryAttempts"] == -1
+    assert mapping["MaximumRecordAgeInSeconds"] == 86_400
+    destination = mapping["DestinationConfig"]["OnFailure"]["Destination"]
+    assert destination == translated.arn("JobEventsDeadLetterQueue")
+
+
+def test_the_webhook_queue_keeps_an_event_through_its_whole_retry_schedule(
+    deployment: Deployment, translated: Deployment
+) -> None:
+    from mastering.notify.events import MAX_ATTEMPTS, RETRY_SCHEDULE_S
+    from mastering.notify.webhooks import ATTEMPT_TIMEOUT_S
+
+    queue = deployment.resolve(deployment.resources["WebhookQueue"]["Properties"])
+    parked = deployment.resolve(deployment.resources["WebhookDeadLetterQueue"]["Properties"])
+    sender = _event_source(translated, "WebhookSenderFunction")
+    timeout = deployment.function_property("WebhookSenderFunction", "Timeout")
+    # Then after as many receives as the schedule has attempts, an event is parked
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": deployment.arn("WebhookDeadLetterQueue"),
+        "maxReceiveCount": MAX_ATTEMPTS,
+    }
+    # And the queue keeps it longer than the schedule lasts (with a day to spare),
+    # the dead-letter queue as long as SQS can
+    schedule_s = sum(RETRY_SCHEDULE_S) + MAX_ATTEMPTS * timeout
+    assert int(queue["MessageRetentionPeriod"]) >= schedule_s + 86_400
+    assert int(parked["MessageRetentionPeriod"]) == 14 * 86_400
+    # And the sender reads it in batches it can try in one invocation, reporting
+    # each failure, with the queue's visibility 6x its timeout (AWS's advice)
+    assert sender["EventSourceArn"] == deployment.arn("WebhookQueue")
+    assert sender["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert sender["BatchSize"] * (ATTEMPT_TIMEOUT_S + 5) < timeout
+    assert int(queue["VisibilityTimeout"]) == 6 * timeout
+    # And the operator finds the dead-letter queue in the outputs
+    outputs = deployment.resolve(deployment.template["Outputs"])
+    assert outputs["WebhookDeadLetterQueueArn"]["Value"] == deployment.arn("WebhookDeadLetterQueue")
+    assert outputs["WebhookDeadLetterQueueUrl"]["Value"] == deployment.queue_url(
+        "WebhookDeadLetterQueue"
+    )
+
+
+def test_only_the_webhook_sender_knows_the_webhook(translated: Deployment) -> None:
+    # Given each function's environment and role
+    deployment = Deployment(translated.template, {"WebhookUrl": "https://hooks.example.com/in"})
+    for function in deployment.functions():
+        env = deployment.function_environment(function)
+        grants = str(translated.resolve(translated.resources[f"{function}Role"]["Properties"]))
+        sends = function == "WebhookSenderFunction"
+        # Then the webhook's URL, secret and ports reach the sender alone
+        assert ("WEBHOOK_URL" in env) is sends, function
+        assert ("WEBHOOK_SECRET_PARAMETER" in env) is sends, function
+        assert ("webhook-secret" in grants) is sends, function
+    env = deployment.function_environment("WebhookSenderFunction")
+    assert env["WEBHOOK_ALLOWED_PORTS"] == "443"
+    assert env["WEBHOOK_QUEUE_URL"] == deployment.queue_url("WebhookQueue")
+
+
+def test_the_local_stack_creates_what_the_template_defines(deployment: Deployment) -> None:
+    from moto import mock_aws
+
+    from mastering import clients
+    from mastering.config import AwsSettings, Settings
+    from mastering.devstack import event_sources, stack
+    from mastering.devstack.resources import create_resources, create_webhook_queues
+
+    # Given the local stack's resources, made in an emulator
+    aws = AwsSettings(region="us-east-1", static_credentials=("testing", "testing"))
+    settings = Settings(
+        jobs_table="jobs", uploads_bucket="uploads", results_bucket="results", aws=aws
+    )
+    clients.reset_clients()
+    try:
+        with mock_aws():
+            create_resources(settings)
+            queues = create_webhook_queues(
+                aws, events="webhooks", dead_letters="webhooks-dlq", relay_failures="failures"
+            )
+            table = clients.dynamodb_resource(aws).meta.client.describe_table(TableName="jobs")
+            sqs = clients.sqs_client(aws)
+            made = {
+                name: sqs.get_queue_attributes(QueueUrl=queue.url, AttributeNames=["All"])[
+                    "Attributes"
+                ]
+                for name, queue in (
+                    ("WebhookQueue", queues.events),
+                    ("WebhookDeadLetterQueue", queues.dead_letters),
+                    ("JobEventsDeadLetterQueue", queues.relay_failures),
+                )
+            }
+    finally:
+        clients.reset_clients()
+    # Then the table has the template's keys, indexes and stream
+    declared = deployment.resolve(deployment.resources["JobsTable"]["Properties"])
+    local = table["Table"]
+    assert local["KeySchema"] == declared["KeySchema"]
+    assert sorted(a["AttributeName"] for a in local["AttributeDefinitions"]) == sorted(
+        a["AttributeName"] for a in declared["AttributeDefinitions"]
+    )
+    assert {
+        index["IndexName"]: (index["KeySchema"], index["Projection"]["ProjectionType"])
+        for index in local["GlobalSecondaryIndexes"]
+    } == {
+        index["IndexName"]: (index["KeySchema"], index["Projection"]["ProjectionType"])
+        for index in declared["GlobalSecondaryIndexes"]
+    }
+    assert (
+        local["StreamSpecification"]["StreamViewType"]
+        == (declared["StreamSpecification"]["StreamViewType"])
+    )
+    # And the queues keep, hide and park messages as the template's do
+    for name, attributes in made.items():
+        props = deployment.resolve(deployment.resources[name]["Properties"])
+        for key in ("MessageRetentionPeriod", "VisibilityTimeout"):
+            if key in props:
+                assert int(attributes[key]) == int(props[key]), (name, key)
+    redrive = json.loads(made["WebhookQueue"]["RedrivePolicy"])
+    declared_redrive = deployment.resolve(deployment.resources["WebhookQueue"]["Properties"])[
+        "RedrivePolicy"
+    ]
+    assert int(redrive["maxReceiveCount"]) == declared_redrive["maxReceiveCount"]
+    assert redrive["deadLetterTargetArn"] == made["WebhookDeadLetterQueue"]["QueueArn"]
+    # And its event sources and functions are sized as the template's
+    for function, timeout, memory in (
+        ("JobEventsFunction", stack.JOB_EVENTS_TIMEOUT_S, stack.JOB_EVENTS_MEMORY_MB),
+        ("WebhookSenderFunction", stack.WEBHOOK_SENDER_TIMEOUT_S, stack.WEBHOOK_SENDER_MEMORY_MB),
+    ):
+        assert deployment.function_property(function, "Timeout") == timeout
+        assert deployment.function_property(function, "MemorySize") == memory
+    events = {
+        function: deployment.resolve(
+            next(iter(deployment.resources[function]["Properties"]["Events"].values()))
+        )["Properties"]
+        for function in ("JobEventsFunction", "WebhookSenderFunction")
+    }
+    assert events["JobEventsFunction"]["BatchSize"] == event_sources.STREAM_BATCH_SIZE
+    assert (
+        events["JobEventsFunction"]["MaximumRecordAgeInSeconds"]
+        == event_sources.STREAM_MAX_RECORD_AGE_S
+    )
+    assert events["WebhookSenderFunction"]["BatchSize"] == event_sources.QUEUE_BATCH_SIZE

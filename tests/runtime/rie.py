@@ -300,7 +300,11 @@ def lambda_environment(
         **_LAMBDA_BASE_ENV,
         "PATH": os.environ.get("PATH", os.defpath),
         "LAMBDA_TASK_ROOT": str(task_root),
-        "PYTHONPATH": str(task_root),
+        # The handlers, then the `mastering` this test process imports (a checkout's
+        # src/ when PYTHONPATH names it, else the virtualenv's installed package).
+        "PYTHONPATH": os.pathsep.join(
+            [str(task_root), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
         "AWS_LAMBDA_FUNCTION_NAME": function_name,
         "AWS_LAMBDA_FUNCTION_TIMEOUT": str(timeout_s),
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb),

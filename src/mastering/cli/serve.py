@@ -92,15 +92,34 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--webhook-url",
         default=None,
-        help="POST signed job.succeeded/job.failed webhooks here, e.g. the edge function "
-        "served by `supabase functions serve` (default: $WEBHOOK_URL, else none)",
+        help="POST signed job.succeeded/failed/expired/cancelled webhooks here, e.g. the edge "
+        "function served by `supabase functions serve` (default: $WEBHOOK_URL, else none)",
     )
     parser.add_argument(
         "--webhook-secret",
         default=None,
         help="the Standard Webhooks secret to sign them with (default: $WEBHOOK_SECRET)",
     )
+    parser.add_argument(
+        "--webhook-retry-scale",
+        type=retry_scale,
+        default=env_default("WEBHOOK_RETRY_SCALE", 1.0),
+        metavar="FACTOR",
+        help="multiply the delays between webhook attempts (5 s, 5 min, 30 min, 2 h, 5 h, "
+        "10 h, 10 h) by this, 0 to 1; e.g. 0.01 to watch retries and the dead-letter queue "
+        "in minutes (env WEBHOOK_RETRY_SCALE)",
+    )
     parser.set_defaults(run=run)
+
+
+def retry_scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be within 0 and 1, not {value}")
+    return value
 
 
 def parse_origins(raw: str | list[str]) -> tuple[str, ...]:
@@ -137,7 +156,7 @@ Spectrum mastering: local stack is running
   jobs table  {names.jobs_table}
   workers     {workers}, temporary files under {stack.work_dir}
   CORS        {origins}
-  webhooks    {config.webhook_url or "off"}
+  webhooks    {_webhooks(stack)}
 
 Try it:
   curl {api}/health
@@ -147,6 +166,17 @@ Try it:
 
 Ctrl-C stops it.
 """
+
+
+def _webhooks(stack: Any) -> str:
+    config = stack.config
+    if not config.webhook_url:
+        return "off"
+    scale = (
+        "" if config.webhook_retry_scale == 1 else f", retry delays x{config.webhook_retry_scale}"
+    )
+    dead = stack.webhook_queues.dead_letters.url
+    return f"{config.webhook_url}{scale}\n              dead letters: {dead}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -193,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
             master_timeout_s=master_timeout_s,
             webhook_url=webhook_url,
             webhook_secret=webhook_secret,
+            webhook_retry_scale=args.webhook_retry_scale,
         )
     )
     try:

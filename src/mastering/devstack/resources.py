@@ -1,16 +1,27 @@
-"""Create, in an emulator (moto), the buckets and table that template.yaml defines.
+"""Create, in an emulator (moto), the buckets, table and queues that template.yaml
+defines.
 
-Kept in step with template.yaml by tests/infra (key schema, index, TTL attribute).
+Kept in step with template.yaml by tests/infra (key schema, indexes, TTL attribute,
+stream, the queues' settings and redrive policy).
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
 
 from mastering import clients
 from mastering.config import AwsSettings, Settings
 from mastering.jobs.store import OWNER_INDEX, STATUS_DEADLINE_INDEX
+from mastering.notify.events import MAX_ATTEMPTS
 from mastering.storage.keys import UPLOADS_PREFIX
+
+# template.yaml: WebhookQueue, WebhookDeadLetterQueue, JobEventsDeadLetterQueue.
+WEBHOOK_QUEUE_VISIBILITY_S = 540
+WEBHOOK_QUEUE_RETENTION_S = 4 * 24 * 3600
+DEAD_LETTER_RETENTION_S = 14 * 24 * 3600
+STREAM_VIEW_TYPE = "NEW_AND_OLD_IMAGES"
 
 
 def _create_bucket(client: Any, name: str, region: str) -> None:
@@ -51,6 +62,7 @@ def create_jobs_table(table_name: str, aws: AwsSettings) -> None:
                 "Projection": {"ProjectionType": "ALL"},
             },
         ],
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": STREAM_VIEW_TYPE},
     )
     client.update_time_to_live(
         TableName=table_name,
@@ -125,3 +137,53 @@ def create_upload_notifications(
         },
     )
     return queue_url
+
+
+@dataclass(frozen=True)
+class Queue:
+    url: str
+    arn: str
+
+
+@dataclass(frozen=True)
+class WebhookQueues:
+    events: Queue
+    dead_letters: Queue
+    # Where stream batches the job-events function could not relay are reported.
+    relay_failures: Queue
+
+
+def _create_queue(sqs: Any, name: str, attributes: dict[str, str]) -> Queue:
+    url = str(sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    return Queue(url=url, arn=str(arn))
+
+
+def create_webhook_queues(
+    aws: AwsSettings, *, events: str, dead_letters: str, relay_failures: str
+) -> WebhookQueues:
+    """The webhook queue, its dead-letter queue (after ``MAX_ATTEMPTS`` receives) and
+    the job-events function's failure queue, named as given."""
+    sqs = clients.sqs_client(aws)
+    retention = {"MessageRetentionPeriod": str(DEAD_LETTER_RETENTION_S)}
+    parked = _create_queue(sqs, dead_letters, retention)
+    queue = _create_queue(
+        sqs,
+        events,
+        {
+            "VisibilityTimeout": str(WEBHOOK_QUEUE_VISIBILITY_S),
+            "MessageRetentionPeriod": str(WEBHOOK_QUEUE_RETENTION_S),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": parked.arn, "maxReceiveCount": MAX_ATTEMPTS}
+            ),
+        },
+    )
+    return WebhookQueues(queue, parked, _create_queue(sqs, relay_failures, retention))
+
+
+def jobs_stream_arn(settings: Settings) -> str:
+    """The jobs table's stream (created with the table)."""
+    client = clients.dynamodb_resource(settings.aws).meta.client
+    return str(client.describe_table(TableName=settings.jobs_table)["Table"]["LatestStreamArn"])

@@ -6,7 +6,10 @@
 - the presign function behind a local HTTP API (``http_gateway``);
 - ``workers`` master-function sandboxes (``s3_worker`` processes) fed from that
   queue, with the lifecycle function as their on-failure destination;
-- the lifecycle function's sweep, every minute as the EventBridge schedule runs it.
+- the lifecycle function's sweep, every minute as the EventBridge schedule runs it;
+- the jobs table's stream feeding the job-events function, and the webhook queue
+  (with its dead-letter queue) feeding the webhook sender, each polled by a thread
+  as Lambda's event source mappings would (``event_sources``).
 
 The stack builds the functions' ``Settings`` itself and hands them to the presign and
 lifecycle functions that run in this process (``configure``); the worker processes,
@@ -18,6 +21,7 @@ template.yaml sets. This process's own environment is left alone. Used by
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import shutil
@@ -28,21 +32,25 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from mastering import SERVICE_NAME
-from mastering.config import AwsSettings, Settings, WebhookSettings
+from mastering.config import DEFAULT_WEBHOOK_PORTS, AwsSettings, Settings, WebhookSettings
 from mastering.devstack import defaults
+from mastering.devstack.event_sources import QueueSource, StreamSource
 from mastering.devstack.handlers import (
     ACCOUNT_ID,
     REGION,
     STACK_NAME,
     HandlersNotFound,
     LocalLambdaContext,
+    function_arn,
     functions_dir,
     load_function,
     unload_function,
@@ -56,6 +64,9 @@ from mastering.devstack.s3_worker import (
     read_in_flight,
 )
 
+if TYPE_CHECKING:
+    from mastering.devstack.resources import WebhookQueues
+
 logger = logging.getLogger("mastering.devstack.stack")
 
 # template.yaml: the presign function's and the lifecycle function's settings.
@@ -63,6 +74,10 @@ PRESIGN_TIMEOUT_S = 15
 PRESIGN_MEMORY_MB = 512
 LIFECYCLE_TIMEOUT_S = 120
 LIFECYCLE_MEMORY_MB = 256
+JOB_EVENTS_TIMEOUT_S = 60
+JOB_EVENTS_MEMORY_MB = 256
+WEBHOOK_SENDER_TIMEOUT_S = 90
+WEBHOOK_SENDER_MEMORY_MB = 256
 
 # A worker that dies this soon after starting counts as crashing, not as worn out.
 _QUICK_DEATH_S = 10.0
@@ -77,6 +92,8 @@ _CLEARED_ENV = (
     "AWS_ENDPOINT_URL_SQS",
     "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
     "API_KEY_PARAMETER",
+    "WEBHOOK_URL",
+    "WEBHOOK_SECRET",
     "WEBHOOK_SECRET_PARAMETER",
 )
 
@@ -93,6 +110,9 @@ class StackNames:
     results_bucket: str = f"{STACK_NAME}-results"
     jobs_table: str = f"{STACK_NAME}-jobs"
     upload_queue: str = f"{STACK_NAME}-upload-events"
+    webhook_queue: str = f"{STACK_NAME}-webhooks"
+    webhook_dead_letters: str = f"{STACK_NAME}-webhooks-dlq"
+    job_events_dead_letters: str = f"{STACK_NAME}-job-events-dlq"
 
 
 @dataclass(frozen=True)
@@ -111,10 +131,15 @@ class StackConfig:
     functions_dir: Path | None = None
     # How long a worker may take to finish after being asked to stop.
     stop_grace_s: float = 15.0
-    # Where job.succeeded / job.failed webhooks go (e.g. the edge function served
-    # locally by Supabase), signed with this secret. None: no webhooks.
+    # Where job.succeeded / job.failed / job.expired / job.cancelled webhooks go (e.g.
+    # the edge function served locally by Supabase), signed with this secret. None:
+    # no webhooks.
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    # Multiplies the webhook retry schedule (5 s, 5 min, … 10 h); tests shorten it.
+    webhook_retry_scale: float = 1.0
+    # How often the jobs table's stream is read when it had nothing new.
+    stream_poll_interval_s: float = 1.0
     names: StackNames = field(default_factory=StackNames)
 
 
@@ -146,6 +171,10 @@ class LocalStack:
         self._s3_port = self.config.s3_port
         self._presign: ModuleType | None = None
         self._lifecycle: ModuleType | None = None
+        self._job_events: ModuleType | None = None
+        self._webhook_sender: ModuleType | None = None
+        self._pollers: list[threading.Thread] = []
+        self._webhook_queues: WebhookQueues | None = None
         self._workers: list[subprocess.Popen[bytes]] = []
         self._queue_url = ""
         self._functions = Path()
@@ -183,15 +212,27 @@ class LocalStack:
         """Process ids of the live worker sandboxes."""
         return [p.pid for p in self._workers if p.poll() is None]
 
+    @property
+    def webhook_queues(self) -> WebhookQueues:
+        assert self._webhook_queues is not None, "start() first"
+        return self._webhook_queues
+
     def settings(self) -> Settings:
         """The functions' settings: template.yaml's, with this stack's names and values."""
         config, names = self.config, self.config.names
         webhook = None
         if config.webhook_url:
-            # Locally the receiver is on this machine, which deployed code refuses.
+            # Locally the receiver is on this machine, at a port of its own, which
+            # deployed code refuses.
+            port = urlsplit(config.webhook_url).port
             webhook = WebhookSettings(
-                url=config.webhook_url, secret=config.webhook_secret, allow_loopback=True
+                url=config.webhook_url,
+                secret=config.webhook_secret,
+                allow_loopback=True,
+                allowed_ports=DEFAULT_WEBHOOK_PORTS | ({port} if port else set()),
+                retry_scale=config.webhook_retry_scale,
             )
+        queues = self._webhook_queues
         return Settings(
             jobs_table=names.jobs_table,
             uploads_bucket=names.uploads_bucket,
@@ -202,6 +243,7 @@ class LocalStack:
             stage="local",
             api_key=config.api_key,
             webhook=webhook,
+            webhook_queue_url=queues.events.url if queues else None,
             aws=AwsSettings(
                 region=REGION,
                 s3_addressing_style="path",
@@ -211,16 +253,10 @@ class LocalStack:
         )
 
     def handler_env(self) -> dict[str, str]:
-        """The environment the functions get (template.yaml's names, local values)."""
+        """The environment the master function gets (template.yaml's names, local
+        values); it sends no webhooks, so it has no webhook settings."""
         names = self.config.names
-        webhook = {
-            "WEBHOOK_URL": self.config.webhook_url or "",
-            "WEBHOOK_SECRET": self.config.webhook_secret or "",
-            # Locally the receiver is on this machine, which deployed code refuses.
-            "WEBHOOK_ALLOW_LOOPBACK": "1" if self.config.webhook_url else "",
-        }
         return {
-            **webhook,
             "AWS_ACCESS_KEY_ID": "local",
             "AWS_SECRET_ACCESS_KEY": "local",
             "AWS_REGION": REGION,
@@ -271,6 +307,8 @@ class LocalStack:
             raise StackError("at least one worker is needed")
         if config.webhook_url and not config.webhook_secret:
             raise StackError("a webhook URL needs a webhook secret to sign with")
+        if not 0 <= config.webhook_retry_scale <= 1:
+            raise StackError("the webhook retry scale must be within 0..1")
         try:
             self._functions = config.functions_dir or functions_dir()
         except HandlersNotFound as error:
@@ -278,7 +316,11 @@ class LocalStack:
         self._bind_ports()
         self._start_moto()
         self._prepare_work_dir()
-        from mastering.devstack.resources import create_resources, create_upload_notifications
+        from mastering.devstack.resources import (
+            create_resources,
+            create_upload_notifications,
+            create_webhook_queues,
+        )
 
         settings = self.settings()
         create_resources(settings)
@@ -287,14 +329,26 @@ class LocalStack:
             config.names.upload_queue,
             visibility_timeout_s=RECEIVE_VISIBILITY_S,
         )
+        self._webhook_queues = create_webhook_queues(
+            settings.aws,
+            events=config.names.webhook_queue,
+            dead_letters=config.names.webhook_dead_letters,
+            relay_failures=config.names.job_events_dead_letters,
+        )
+        settings = self.settings()
         self._presign = load_function(self._functions, "presign")
         self._presign.configure(settings)
         self._lifecycle = load_function(self._functions, "presign", "lifecycle")
         self._lifecycle.configure(settings)
+        self._job_events = load_function(self._functions, "presign", "job_events")
+        self._job_events.configure(settings)
+        self._webhook_sender = load_function(self._functions, "presign", "webhook_sender")
+        self._webhook_sender.configure(settings)
         for index in range(1, config.workers + 1):
             self._workers.append(self._spawn_worker(index))
         self._sweeper = threading.Thread(target=self._sweep_loop, name="sweep", daemon=True)
         self._sweeper.start()
+        self._start_event_sources(settings)
         # Last, so that an answer on /health means everything else is in place.
         assert self._gateway is not None
         self._gateway.start()
@@ -430,6 +484,9 @@ class LocalStack:
         if self._sweeper is not None:
             self._sweeper.join()
             self._sweeper = None
+        for poller in self._pollers:
+            poller.join()
+        self._pollers.clear()
         for process in self._workers:
             status = stop_process(process, sig=signal.SIGTERM, grace_s=self.config.stop_grace_s)
             if status not in (0, None):
@@ -441,10 +498,10 @@ class LocalStack:
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
-        for module in (self._presign, self._lifecycle):
+        for module in (self._presign, self._lifecycle, self._job_events, self._webhook_sender):
             if module is not None:
                 unload_function(module)
-        self._presign = self._lifecycle = None
+        self._presign = self._lifecycle = self._job_events = self._webhook_sender = None
         if self._own_work_dir and self._work_dir is not None:
             shutil.rmtree(self._work_dir, ignore_errors=True)
             self._own_work_dir = False
@@ -475,3 +532,73 @@ class LocalStack:
                 self.sweep()
             except Exception:
                 logger.exception("the scheduled sweep failed")
+
+    # ------------------------------------------------------------------ event sources
+
+    def _start_event_sources(self, settings: Settings) -> None:
+        from mastering import clients
+        from mastering.devstack.resources import jobs_stream_arn
+        from mastering.notify.events import STREAM_FILTER_PATTERN
+
+        queues = self.webhook_queues
+        sqs = clients.sqs_client(settings.aws)
+
+        def report_failure(record: dict[str, Any]) -> None:
+            sqs.send_message(QueueUrl=queues.relay_failures.url, MessageBody=json.dumps(record))
+
+        stream = StreamSource(
+            streams=clients.dynamodb_streams_client(settings.aws),
+            stream_arn=jobs_stream_arn(settings),
+            invoke=self.invoke_job_events,
+            pattern=STREAM_FILTER_PATTERN,
+            on_failure=report_failure,
+            function_arn=function_arn("job-events"),
+        )
+        queue = QueueSource(
+            sqs=sqs,
+            queue_url=queues.events.url,
+            queue_arn=queues.events.arn,
+            invoke=self.invoke_webhook_sender,
+        )
+        for name, source, idle_s in (
+            ("job-events", stream, self.config.stream_poll_interval_s),
+            # The receive itself waits for messages (long polling).
+            ("webhook-sender", queue, 0.0),
+        ):
+            thread = threading.Thread(
+                target=self._poll_loop, args=(name, source.poll, idle_s), name=name, daemon=True
+            )
+            thread.start()
+            self._pollers.append(thread)
+
+    def invoke_job_events(self, event: dict[str, Any]) -> Any:
+        """The job-events function on a batch of stream records."""
+        assert self._job_events is not None
+        context = LocalLambdaContext(
+            "job-events", timeout_s=JOB_EVENTS_TIMEOUT_S, memory_mb=JOB_EVENTS_MEMORY_MB
+        )
+        # Not under the invoke lock: each event source has one thread, and a slow
+        # receiver must not hold up the API.
+        return self._job_events.handler(event, context)
+
+    def invoke_webhook_sender(self, event: dict[str, Any]) -> Any:
+        """The webhook sender on a batch of queue messages."""
+        assert self._webhook_sender is not None
+        context = LocalLambdaContext(
+            "webhook-sender", timeout_s=WEBHOOK_SENDER_TIMEOUT_S, memory_mb=WEBHOOK_SENDER_MEMORY_MB
+        )
+        return self._webhook_sender.handler(event, context)
+
+    def _poll_loop(self, name: str, poll: Callable[[], int], idle_s: float) -> None:
+        while not self._stopping.is_set():
+            try:
+                handled = poll()
+            except Exception as error:
+                if self._stopping.is_set():
+                    return
+                # The emulator restarting, say: keep trying until told to stop.
+                logger.warning("%s: cannot read its event source (%s); retrying", name, error)
+                self._stopping.wait(1.0)
+                continue
+            if not handled and idle_s:
+                self._stopping.wait(idle_s)

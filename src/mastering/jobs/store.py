@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from boto3.dynamodb.conditions import Attr, Key
+from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from mastering import clients
@@ -114,6 +115,19 @@ class JobStore(Protocol):
     def delete(self, job_id: str) -> None: ...
 
     def record_webhook(self, job_id: str, outcome: dict[str, Any]) -> None: ...
+
+
+def job_from_image(image: dict[str, Any]) -> Job:
+    """A job from a stream record's image (DynamoDB's JSON: ``{"status": {"S": ...}}``).
+
+    Raises ``ValueError`` when the image is not a job's."""
+    deserializer = TypeDeserializer()
+    try:
+        return Job.from_item(
+            {name: deserializer.deserialize(value) for name, value in image.items()}
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise ValueError(f"not a job's image: {error!r}") from error
 
 
 def _condition_failed(error: ClientError) -> bool:

@@ -1,11 +1,14 @@
-"""Signed webhooks when a job ends (Standard Webhooks).
+"""One signed webhook delivery attempt (Standard Webhooks).
 
 Signing is the ``standardwebhooks`` package's. What is written here is what no
 maintained library does for us: refusing destinations that would let a webhook
 reach into the network it runs in (private, loopback, link-local and metadata
-addresses), pinning the connection to the address that was checked (so a DNS
-answer cannot change between check and connect), and retrying within the time the
-function has left.
+addresses, IPv6 forms that carry an IPv4 address, ports the deployment did not
+allow), and pinning the connection to the address that was checked (so a DNS
+answer cannot change between check and connect).
+
+Retrying is not done here: one call is one attempt, and the caller (the webhook
+sender, fed from a queue) decides when the next one is due.
 """
 
 from __future__ import annotations
@@ -14,29 +17,48 @@ import ipaddress
 import json
 import logging
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
 import urllib3
 from standardwebhooks import Webhook
 
-from mastering.config import Settings
+from mastering.config import DEFAULT_WEBHOOK_PORTS, Settings
 
 logger = logging.getLogger(__name__)
 
-RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-_ATTEMPT_TIMEOUT_S = 10.0
-_FIRST_BACKOFF_S = 1.0
-_MAX_BACKOFF_S = 30.0
-_MAX_ATTEMPTS = 8
+# A receiver that answers one of these may well take the event later; any other 4xx
+# says the event itself is refused, and sending it again cannot help.
+RETRYABLE_CLIENT_ERRORS = frozenset({408, 425, 429})
+ATTEMPT_TIMEOUT_S = 10.0
+
+# IPv6 forms whose address stands for an IPv4 host, or a tunnel to one, that
+# ``ipaddress.is_global`` judges by the IPv6 prefix alone (NAT64's 64:ff9b::/96 is
+# "global" whatever private address it embeds). A webhook receiver is never
+# published under one of these, so they are refused outright rather than decoded.
+_TRANSLATED_V6 = tuple(
+    ipaddress.IPv6Network(net)
+    for net in (
+        "64:ff9b::/96",  # NAT64, well-known prefix (RFC 6052)
+        "64:ff9b:1::/48",  # NAT64, local-use prefix (RFC 8215)
+        "2002::/16",  # 6to4 (RFC 3056)
+        "2001::/32",  # Teredo (RFC 4380)
+        "::/96",  # IPv4-compatible ::a.b.c.d (deprecated, RFC 4291)
+        "::ffff:0:0:0/96",  # IPv4-translated (RFC 2765)
+    )
+)
 
 
 class WebhookRefused(Exception):
     """The destination is not one this service will call."""
+
+
+class WebhookMisconfigured(Exception):
+    """A webhook is configured, but not completely."""
 
 
 @dataclass(frozen=True)
@@ -45,17 +67,31 @@ class WebhookTarget:
     secret: str
     # Only the local stack sets this: plain http to 127.0.0.0/8 or ::1.
     allow_loopback: bool = False
+    allowed_ports: frozenset[int] = DEFAULT_WEBHOOK_PORTS
+
+
+class Delivery(StrEnum):
+    DELIVERED = "delivered"
+    # Worth another attempt later: 5xx, 408/425/429, a redirect, a network error.
+    RETRY = "retry"
+    # The receiver refused the event itself (another 4xx): final.
+    REJECTED = "rejected"
+    # This service will not call the destination (SSRF rules): final.
+    REFUSED = "refused"
 
 
 @dataclass(frozen=True)
 class DeliveryOutcome:
-    state: str  # delivered | failed | refused
-    attempts: int
+    state: Delivery
     status_code: int | None = None
     detail: str = ""
 
+    @property
+    def final(self) -> bool:
+        return self.state is not Delivery.RETRY
+
     def to_record(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"state": self.state, "attempts": self.attempts}
+        record: dict[str, Any] = {"state": str(self.state)}
         if self.status_code is not None:
             record["status_code"] = self.status_code
         if self.detail:
@@ -64,7 +100,12 @@ class DeliveryOutcome:
 
 
 def webhook_target(settings: Settings) -> WebhookTarget | None:
-    """The deployment's webhook, or None when none is configured."""
+    """The deployment's webhook, or None when none is configured.
+
+    Raises when a webhook URL is configured but its secret cannot be had: that is
+    worth retrying (the parameter may be created, SSM may answer again), never a
+    reason to drop the event.
+    """
     configured = settings.webhook
     if configured is None:
         return None
@@ -74,17 +115,24 @@ def webhook_target(settings: Settings) -> WebhookTarget | None:
 
         secret = str(get_parameter(configured.secret_parameter, decrypt=True, max_age=300) or "")
     if not secret:
-        logger.error("WEBHOOK_URL is set but no webhook secret is configured")
-        return None
+        raise WebhookMisconfigured("WEBHOOK_URL is set but no webhook secret is configured")
     return WebhookTarget(
-        url=configured.url, secret=secret, allow_loopback=configured.allow_loopback
+        url=configured.url,
+        secret=secret,
+        allow_loopback=configured.allow_loopback,
+        allowed_ports=configured.allowed_ports,
     )
 
 
 def _address_allowed(address: str, allow_loopback: bool) -> bool:
     ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip.is_loopback:
+            return allow_loopback
+        elif any(ip in network for network in _TRANSLATED_V6):
+            return False
     if ip.is_loopback:
         return allow_loopback
     # is_global excludes private, link-local (so 169.254.169.254 and fd00:ec2::254),
@@ -112,7 +160,16 @@ def resolve_destination(
         raise WebhookRefused("the webhook URL must be an absolute https URL")
     if parts.username or parts.password:
         raise WebhookRefused("the webhook URL must not carry credentials")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as error:
+        raise WebhookRefused("the webhook URL has an invalid port") from error
+    if port not in target.allowed_ports:
+        allowed = ", ".join(str(p) for p in sorted(target.allowed_ports))
+        raise WebhookRefused(
+            f"the webhook URL's port {port} is not allowed (allowed: {allowed}; "
+            "see WEBHOOK_ALLOWED_PORTS)"
+        )
     addresses = (resolver or _resolve)(host, port)
     if not addresses:
         raise WebhookRefused(f"the webhook host {host} does not resolve")
@@ -136,8 +193,14 @@ def _resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-def _post_pinned(destination: ResolvedDestination, body: bytes, headers: dict[str, str]) -> int:
+Post = Callable[[ResolvedDestination, bytes, dict[str, str], float], int]
+
+
+def _post_pinned(
+    destination: ResolvedDestination, body: bytes, headers: dict[str, str], timeout_s: float
+) -> int:
     """POST to the checked address, with the real host name for Host, SNI and the cert."""
+    timeout = urllib3.Timeout(total=timeout_s)
     pool: urllib3.HTTPConnectionPool
     if destination.scheme == "https":
         pool = urllib3.HTTPSConnectionPool(
@@ -146,12 +209,12 @@ def _post_pinned(destination: ResolvedDestination, body: bytes, headers: dict[st
             server_hostname=destination.host,
             assert_hostname=destination.host,
             cert_reqs="CERT_REQUIRED",
-            timeout=_ATTEMPT_TIMEOUT_S,
+            timeout=timeout,
             retries=False,
         )
     else:
         pool = urllib3.HTTPConnectionPool(
-            destination.address, destination.port, timeout=_ATTEMPT_TIMEOUT_S, retries=False
+            destination.address, destination.port, timeout=timeout, retries=False
         )
     default_port = 443 if destination.scheme == "https" else 80
     host_header = (
@@ -173,57 +236,44 @@ def _post_pinned(destination: ResolvedDestination, body: bytes, headers: dict[st
         pool.close()
 
 
+def _judge(status: int) -> Delivery:
+    if 200 <= status < 300:
+        return Delivery.DELIVERED
+    if 400 <= status < 500 and status not in RETRYABLE_CLIENT_ERRORS:
+        return Delivery.REJECTED
+    return Delivery.RETRY
+
+
 @dataclass
 class WebhookSender:
     target: WebhookTarget
-    post: Callable[[ResolvedDestination, bytes, dict[str, str]], int] = field(default=_post_pinned)
-    sleep: Callable[[float], None] = field(default=time.sleep)
+    post: Post = field(default=_post_pinned)
     resolver: Callable[[str, int], list[str]] | None = None
+    timeout_s: float = ATTEMPT_TIMEOUT_S
 
-    def send(
-        self, event_type: str, data: dict[str, Any], *, message_id: str, budget_s: float
-    ) -> DeliveryOutcome:
-        """Deliver one event, retrying on 5xx/429/network errors while ``budget_s`` lasts.
+    def send(self, event_type: str, data: dict[str, Any], *, message_id: str) -> DeliveryOutcome:
+        """One attempt to deliver an event, signed now.
 
-        The same ``message_id`` is used on every attempt so receivers can drop repeats.
+        Every attempt of one event carries the same ``message_id`` (``webhook-id``),
+        so receivers can drop repeats.
         """
         try:
             destination = resolve_destination(self.target, self.resolver)
         except WebhookRefused as refusal:
-            logger.warning("webhook refused: %s", refusal)
-            return DeliveryOutcome("refused", 0, detail=str(refusal))
+            return DeliveryOutcome(Delivery.REFUSED, detail=str(refusal))
         payload = json.dumps({"type": event_type, "data": data}, separators=(",", ":"))
-        signer = Webhook(self.target.secret)
-        deadline = time.monotonic() + budget_s
-        backoff = _FIRST_BACKOFF_S
-        attempts = 0
-        status: int | None = None
-        detail = ""
-        while attempts < _MAX_ATTEMPTS:
-            attempts += 1
-            now = datetime.now(UTC)
-            headers = {
-                "content-type": "application/json",
-                "user-agent": "spectrum-mastering-webhooks/1",
-                "webhook-id": message_id,
-                "webhook-timestamp": str(int(now.timestamp())),
-                "webhook-signature": signer.sign(message_id, now, payload),
-            }
-            try:
-                status = self.post(destination, payload.encode("utf-8"), headers)
-                detail = ""
-            except (urllib3.exceptions.HTTPError, OSError) as error:
-                status, detail = None, type(error).__name__
-            if status is not None and 200 <= status < 300:
-                return DeliveryOutcome("delivered", attempts, status)
-            if status is not None and status not in RETRYABLE_STATUSES:
-                return DeliveryOutcome("failed", attempts, status, "receiver refused it")
-            if time.monotonic() + backoff >= deadline:
-                break
-            self.sleep(backoff)
-            backoff = min(backoff * 2, _MAX_BACKOFF_S)
-        return DeliveryOutcome("failed", attempts, status, detail or "retries exhausted")
-
-
-def event_type_for(status: str) -> str | None:
-    return {"succeeded": "job.succeeded", "failed": "job.failed"}.get(status)
+        now = datetime.now(UTC)
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "spectrum-mastering-webhooks/1",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": Webhook(self.target.secret).sign(message_id, now, payload),
+        }
+        try:
+            status = self.post(destination, payload.encode("utf-8"), headers, self.timeout_s)
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            return DeliveryOutcome(Delivery.RETRY, detail=type(error).__name__)
+        state = _judge(status)
+        detail = "receiver refused it" if state is Delivery.REJECTED else ""
+        return DeliveryOutcome(state, status, detail)

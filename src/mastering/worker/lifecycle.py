@@ -21,7 +21,6 @@ from mastering.errors import ErrorCode
 from mastering.jobs.model import Job, JobStatus, Stage, utc_now
 from mastering.jobs.rules import end_if_overdue
 from mastering.jobs.store import JobStore
-from mastering.notify.job_events import JobNotifier, NoNotifier
 from mastering.storage.objects import ObjectStorage, uploads_arrived
 
 logger = logging.getLogger(__name__)
@@ -35,9 +34,6 @@ class LifecyclePorts:
     store: JobStore
     storage: ObjectStorage
     clock: Callable[[], datetime] = field(default=utc_now)
-    notifier: JobNotifier = field(default_factory=NoNotifier)
-    # Seconds a single webhook delivery may take (retries included).
-    webhook_budget_s: Callable[[], float] = field(default=lambda: 30.0)
 
 
 @dataclass(frozen=True)
@@ -48,7 +44,7 @@ class SweepReport:
 
 def _fail(job: Job, code: ErrorCode, message: str, ports: LifecyclePorts) -> Job | None:
     now = ports.clock()
-    failed = ports.store.transition(
+    return ports.store.transition(
         job.job_id,
         job.status,
         JobStatus.FAILED,
@@ -57,9 +53,6 @@ def _fail(job: Job, code: ErrorCode, message: str, ports: LifecyclePorts) -> Job
         percent=job.percent,
         error={"code": str(code), "message": message},
     )
-    if failed is not None:
-        ports.notifier.job_ended(failed, budget_s=ports.webhook_budget_s())
-    return failed
 
 
 def failure_reason(error_message: str) -> tuple[ErrorCode, str]:

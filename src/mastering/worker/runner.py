@@ -37,7 +37,6 @@ from mastering.formats import OUTPUT_SPECS, InputRole, ResultName
 from mastering.jobs.model import Job, JobStatus, ResultObject, Stage, utc_now
 from mastering.jobs.rules import processing_deadline
 from mastering.jobs.store import JobStore
-from mastering.notify.job_events import JobNotifier, NoNotifier
 from mastering.pipeline import MasteringOutcome, MasteringRequest, ProgressCallback
 from mastering.storage.keys import parse_upload_key, result_key, upload_key
 from mastering.storage.objects import ObjectInfo, ObjectStorage
@@ -47,8 +46,6 @@ from mastering.worker.profile_cache import ProfileCache, content_id
 logger = logging.getLogger(__name__)
 
 WORK_DIR_PREFIX = "mastering-job-"
-# Kept free after webhook retries so the invocation still returns on its own.
-_NOTIFY_MARGIN_S = 1.0
 
 T = TypeVar("T")
 MasterFn = Callable[[MasteringRequest, ProgressCallback], MasteringOutcome]
@@ -87,7 +84,6 @@ class WorkerPorts:
     master: MasterFn = field(default=_default_master)
     preload: Callable[[], None] = field(default=_default_preload)
     isolate: Isolator = field(default=run_isolated)
-    notifier: JobNotifier = field(default_factory=NoNotifier)
 
 
 @dataclass(frozen=True)
@@ -162,7 +158,6 @@ def run_job(job: Job, *, remaining_s: Callable[[], float], ports: WorkerPorts) -
         ended = _fail(claimed, InternalError("Mastering failed unexpectedly"), written, ports)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    _notify(ended, remaining_s, ports)
     return ended
 
 
@@ -383,13 +378,3 @@ def _fail(job: Job, error: MasteringError, written: list[str], ports: WorkerPort
         error=error.to_dict(),
     )
     return failed or ports.store.get(job.job_id) or job
-
-
-def _notify(job: Job, remaining_s: Callable[[], float], ports: WorkerPorts) -> None:
-    if not job.status.is_terminal:
-        return
-    # After the outcome is stored: delivery can only ever add news, not change it.
-    try:
-        ports.notifier.job_ended(job, budget_s=remaining_s() - _NOTIFY_MARGIN_S)
-    except Exception:
-        logger.exception("job-ended notification failed", extra={"job_id": job.job_id})

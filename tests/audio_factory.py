@@ -133,6 +133,8 @@ def best_correlation(
 
 # Kinds of material a mastering service meets, for tests that must hold on all of them.
 MATERIALS = ("dense_loud", "quiet_dynamic", "bass_heavy", "speech")
+# And for the meters: a track whose loudness range is wide by construction.
+METER_MATERIALS = (*MATERIALS, "loud_and_quiet")
 
 
 def material(kind: str, seconds: float, rate: int, seed: int = 0) -> Samples:
@@ -141,7 +143,9 @@ def material(kind: str, seconds: float, rate: int, seed: int = 0) -> Samples:
     - ``dense_loud``: an electronic mix soft-clipped to a small crest factor, near full scale;
     - ``quiet_dynamic``: an acoustic piece swelling from -35 dB to -12 dBFS peaks;
     - ``bass_heavy``: a mix under a dominant 45 Hz sub bass and kick;
-    - ``speech``: a near-mono voice (formant-filtered pulses, syllables and pauses).
+    - ``speech``: a near-mono voice (formant-filtered pulses, syllables and pauses);
+    - ``loud_and_quiet`` (not in ``MATERIALS``): the dense mix in 6-s sections,
+      alternately near -10 LUFS and 20 dB quieter, near -30 LUFS.
     """
     from bench.signals import song
 
@@ -163,6 +167,15 @@ def material(kind: str, seconds: float, rate: int, seed: int = 0) -> Samples:
         out *= 10.0 ** (-3.0 / 20.0) / np.max(np.abs(out))
     elif kind == "speech":
         out = _speech(t, rate, seed)
+    elif kind == "loud_and_quiet":
+        # The dense mix reads about -6 LUFS: 4 dB down, and 20 dB more for the quiet
+        # sections, from 6 s to 12 s of every 12, with 50-ms ramps as a fader moves.
+        mix = material("dense_loud", seconds, rate, seed).astype(np.float64)
+        phase = np.mod(t, 12.0)
+        quiet = np.minimum(
+            np.clip((phase - 6.0) / 0.05, 0, 1), np.clip((12.0 - phase) / 0.05, 0, 1)
+        )
+        out = mix * (10.0 ** ((-4.0 - 20.0 * quiet) / 20.0))[:, None]
     else:
         raise ValueError(f"unknown material {kind!r}")
     return out.astype(np.float32)

@@ -1,8 +1,9 @@
 """Meters nobody here wrote, for asserting what a listener would measure.
 
-- ``ffmpeg_meter``: ffmpeg's ``ebur128=peak=true`` on a file as ffmpeg decodes it:
-  integrated loudness, loudness range and true peak. Read from the filter's frame
-  metadata (three decimals) rather than its summary (one decimal).
+- ``ffmpeg_meter``: ffmpeg's ``ebur128=peak=true+sample`` on a file as ffmpeg decodes
+  it: integrated loudness, loudness range (EBU Tech 3342), true peak and sample peak.
+  Read from the filter's frame metadata (three decimals) rather than its summary (one
+  decimal): the values after the last 100-ms update.
 - ``pyloudnorm_lufs``: pyloudnorm's BS.1770 integrated loudness of an array.
 - ``reference_true_peak``: the peak of a 32x interpolation with a long filter
   (scipy), a near-continuous reading to judge 4x/8x meters by.
@@ -27,10 +28,11 @@ class FfmpegReading:
     lufs: float
     lra: float
     true_peak_dbtp: float
+    sample_peak_dbfs: float
 
 
 def ffmpeg_meter(path: Path) -> FfmpegReading:
-    """What ``ffmpeg -i PATH -af ebur128=peak=true -f null -`` measures."""
+    """What ``ffmpeg -i PATH -af ebur128=peak=true+sample -f null -`` measures."""
     done = subprocess.run(
         [
             find_ffmpeg(),
@@ -40,7 +42,7 @@ def ffmpeg_meter(path: Path) -> FfmpegReading:
             "-i",
             str(path),
             "-af",
-            "ebur128=peak=true:metadata=1,ametadata=print:file=-",
+            "ebur128=peak=true+sample:metadata=1,ametadata=print:file=-",
             "-f",
             "null",
             "-",
@@ -55,12 +57,46 @@ def ffmpeg_meter(path: Path) -> FfmpegReading:
     lra = re.findall(r"lavfi\.r128\.LRA=([-\d.]+)", done.stdout)
     if not peaks or not lufs:
         raise AssertionError(f"ffmpeg measured nothing in {path.name}: {done.stderr[-500:]}")
-    peak = max(peaks)
+    samples = [float(v) for v in re.findall(r"lavfi\.r128\.sample_peak=([-\d.]+)", done.stdout)]
     return FfmpegReading(
         lufs=float(lufs[-1]),
         lra=float(lra[-1]) if lra else math.nan,
-        true_peak_dbtp=20.0 * math.log10(peak) if peak > 0.0 else -math.inf,
+        true_peak_dbtp=_db(max(peaks)),
+        sample_peak_dbfs=_db(max(samples, default=0.0)),
     )
+
+
+def ffmpeg_short_term(path: Path) -> list[float]:
+    """ffmpeg's short-term loudness (3-s window, LUFS), every 100 ms from the first
+    whole window on (``lavfi.r128.S``; ffmpeg updates its meters every 100 ms and
+    decodes WAV in frames shorter than that, so each update is one frame's)."""
+    done = subprocess.run(
+        [
+            find_ffmpeg(),
+            "-nostdin",
+            "-hide_banner",
+            "-nostats",
+            "-i",
+            str(path),
+            "-af",
+            "ebur128=metadata=1,ametadata=print:file=-",
+            "-f",
+            "null",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    values = [float(v) for v in re.findall(r"lavfi\.r128\.S=([-\d.]+)", done.stdout)]
+    # Before its first whole window ffmpeg reports the loudness of nothing (-inf, or
+    # about -157 LUFS in builds that add DBL_EPSILON); 2.9 s of updates.
+    return values[29:]
+
+
+def _db(amplitude: float) -> float:
+    return 20.0 * math.log10(amplitude) if amplitude > 0.0 else -math.inf
 
 
 def pyloudnorm_lufs(samples: npt.NDArray[np.floating], rate: int) -> float:

@@ -122,6 +122,8 @@ class TruePeakStream:
         # Samples from REACH before the first not yet interpolated one, per channel.
         self._pending = np.zeros((REACH, channels), dtype=np.float32)
         self._parts: list[Float32Array] = []
+        # Groups already handed over by ``take``.
+        self._taken = 0
         self._frames = 0
 
     def push(self, block: FloatArray) -> None:
@@ -135,8 +137,17 @@ class TruePeakStream:
             self._interpolate(self._pending[: rows * ROW + 2 * REACH], rows)
             self._pending = self._pending[rows * ROW :].copy()
 
+    def take(self) -> Float32Array:
+        """Peaks of the groups measured so far, handed over and forgotten here: a caller
+        that wants only the largest keeps memory flat however long the stream."""
+        taken = np.concatenate(self._parts) if self._parts else np.zeros(0, dtype=np.float32)
+        self._parts = []
+        self._taken += taken.shape[0]
+        return taken
+
     def finish(self) -> Float32Array:
-        """Peaks of every group (the last may be partial); the stream ends here."""
+        """Peaks of every group not taken yet (the last may be partial); the stream
+        ends here."""
         waiting = self._pending.shape[0] - REACH
         if waiting > 0:
             rows = -(-waiting // ROW)
@@ -145,7 +156,7 @@ class TruePeakStream:
             self._interpolate(tail, rows)
         self._pending = self._pending[:0]
         peaks = np.concatenate(self._parts) if self._parts else np.zeros(0, dtype=np.float32)
-        result: Float32Array = peaks[: -(-self._frames // self._group)]
+        result: Float32Array = peaks[: -(-self._frames // self._group) - self._taken]
         return result
 
     def _interpolate(self, data: Float32Array, rows: int) -> None:

@@ -60,6 +60,10 @@ class ReferenceProfile:
     # with a cached profile still refuse a target that is the same audio.
     fingerprint: str
     engine_version: str = ENGINE_VERSION
+    # The reference's meters as a job's ``analysis.reference`` shows them
+    # (``TrackAnalysis.to_public()``), kept so a job with a cached profile still has
+    # them; None in profiles stored before analysis existed.
+    analysis: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for name in ("mid_spectrum", "side_spectrum"):
@@ -100,6 +104,7 @@ class ReferenceProfile:
             "fingerprint": self.fingerprint,
             "mid_spectrum": _pack(self.mid_spectrum),
             "side_spectrum": _pack(self.side_spectrum),
+            "analysis": self.analysis,
         }
         return json.dumps(document, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
@@ -129,6 +134,7 @@ class ReferenceProfile:
                 peak=float(document["peak"]),
                 fingerprint=str(document["fingerprint"]),
                 engine_version=version,
+                analysis=_analysis(document.get("analysis")),
             )
         except (KeyError, TypeError, ValueError, struct.error) as exc:
             if isinstance(exc, ProfileError):
@@ -157,6 +163,14 @@ def _unpack(field: Any) -> tuple[float, ...]:
     if len(raw) % 8:
         raise ProfileError("spectrum byte length is not a multiple of 8")
     return struct.unpack(f"<{len(raw) // 8}d", raw)
+
+
+def _analysis(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("bands_db"), list):
+        raise ProfileError("analysis must be an object with bands_db")
+    return value
 
 
 def _integer(value: Any) -> int:

@@ -86,6 +86,8 @@ const state = {
   api: null,
   presets: [],
   job: null, // {id, controller: AbortController, timer}
+  // What the last job matched: "Reference", or the preset's name.
+  referenceName: "Reference",
 };
 
 // ------------------------------------------------------------------ messages
@@ -315,6 +317,8 @@ async function start(event) {
     return;
   }
   const api = state.api;
+  const preset = state.presets.find((entry) => entry.id === request.body.preset);
+  state.referenceName = preset ? `Preset: ${preset.name}` : "Reference";
   const job = { id: null, controller: new AbortController(), timer: null };
   state.job = job;
   setBusy(true);
@@ -443,8 +447,8 @@ function showResults(job) {
     player.load(results.preview_target.url, results.preview_result.url);
     ui.ab.hidden = false;
   }
-  renderLoudness(ui.loudnessTable, ui.loudnessCaption, job);
-  spectrum.render(job.analysis);
+  renderLoudness(ui.loudnessTable, ui.loudnessCaption, job, state.referenceName);
+  spectrum.render(job.analysis, state.referenceName);
   const warnings = job.warnings || [];
   ui.warnings.replaceChildren(
     ...warnings.map((warning) => {

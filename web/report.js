@@ -62,7 +62,8 @@ export function renderDownloads(list, results) {
  * Rows of the before/after table: from `analysis` when the service sends it, else from
  * the job's `metrics` (loudness for all, true peak for the result only).
  */
-export function loudnessRows(job) {
+export function loudnessRows(job, referenceName = "Reference") {
+  const names = { target: "Target", reference: referenceName, result: "Result" };
   const analysis = job.analysis;
   if (analysis && analysis.target) {
     return {
@@ -70,7 +71,7 @@ export function loudnessRows(job) {
       rows: SPECTRUM_SERIES.filter((series) => analysis[series.key]).map((series) => {
         const measured = analysis[series.key];
         return {
-          name: series.label,
+          name: names[series.key],
           lufs: measured.lufs,
           lra: measured.loudness_range_lu,
           truePeak: measured.true_peak_dbtp,
@@ -82,7 +83,7 @@ export function loudnessRows(job) {
   const metrics = job.metrics || {};
   const rows = [{ name: "Target", lufs: metrics.target_lufs }];
   if (typeof metrics.reference_lufs === "number") {
-    rows.push({ name: "Reference", lufs: metrics.reference_lufs });
+    rows.push({ name: referenceName, lufs: metrics.reference_lufs });
   }
   if (typeof metrics.result_lufs === "number") {
     rows.push({ name: "Result", lufs: metrics.result_lufs, truePeak: metrics.result_true_peak_dbtp });
@@ -90,8 +91,8 @@ export function loudnessRows(job) {
   return { source: "metrics", rows };
 }
 
-export function renderLoudness(table, caption, job) {
-  const { source, rows } = loudnessRows(job);
+export function renderLoudness(table, caption, job, referenceName) {
+  const { source, rows } = loudnessRows(job, referenceName);
   caption.textContent =
     source === "analysis"
       ? "Measured by the service (EBU R128 loudness and range, BS.1770 true peak)."
@@ -146,14 +147,17 @@ export class SpectrumPlot {
   }
 
   /** Draw the analysis' spectrum; says so instead when there is none. */
-  render(analysis) {
+  render(analysis, referenceName = "Reference") {
     this.clear();
     const plottable = spectrumSeries(analysis);
     if (!plottable) {
       this.empty.hidden = false;
       return false;
     }
-    const { centres, series } = plottable;
+    const { centres } = plottable;
+    const series = plottable.series.map((line) =>
+      line.key === "reference" ? { ...line, label: referenceName } : line,
+    );
     const options = {
       width: this.#width(),
       height: 320,

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import boto3
 import numpy as np
 import pytest
 import requests
@@ -44,6 +45,7 @@ import soundfile as sf
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.audio_factory import tone_mix, write_wav
+from tests.infra.stack import Deployment, load_template
 from tests.local.serve_process import API_KEY, free_port, serve_command, serve_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,6 +69,7 @@ class PageStack:
 
     process: subprocess.Popen[bytes]
     api: str
+    s3: str
     log: Path
 
     @property
@@ -96,7 +99,7 @@ def running_stack(tmp: Path) -> Iterator[PageStack]:
             env=env,
             start_new_session=True,
         )
-    stack = PageStack(process=process, api=api, log=log)
+    stack = PageStack(process=process, api=api, s3=f"http://127.0.0.1:{s3_port}", log=log)
     try:
         deadline = time.monotonic() + READY_DEADLINE_S
         while True:
@@ -630,3 +633,37 @@ def test_the_preview_and_analyze_modes(
         expect(page.locator("#downloads a")).to_have_count(0)
         expect(page.locator("#ab")).to_be_hidden()
     assert opened.problems == []
+
+
+def test_the_local_buckets_have_the_templates_cors_rules(stack: PageStack) -> None:
+    # Given the deployed stack's bucket rules for the page's origin, and the local stack
+    deployment = Deployment(load_template(), {"AllowedOrigins": [stack.api]})
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=stack.s3,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    buckets = {
+        name.rsplit("-", 1)[-1]: name for name in (b["Name"] for b in s3.list_buckets()["Buckets"])
+    }
+    for role, resource in (("uploads", "UploadsBucket"), ("results", "ResultsBucket")):
+        # When both are read
+        template_rules = deployment.resolve(deployment.resources[resource]["Properties"])[
+            "CorsConfiguration"
+        ]["CorsRules"]
+        local_rules = s3.get_bucket_cors(Bucket=buckets[role])["CORSRules"]
+        # Then they allow the same methods and headers to the same origins
+        assert [
+            (sorted(r["AllowedMethods"]), r["AllowedOrigins"], r["AllowedHeaders"], r["MaxAge"])
+            for r in template_rules
+        ] == [
+            (
+                sorted(r["AllowedMethods"]),
+                r["AllowedOrigins"],
+                r["AllowedHeaders"],
+                r["MaxAgeSeconds"],
+            )
+            for r in local_rules
+        ], role

@@ -156,7 +156,8 @@ async function connect(event) {
     state.api = api;
     ui.jobFields.disabled = false;
     ui.submit.disabled = false;
-    ui.connectionState.textContent = `Connected to ${health.service ?? "the service"} ${health.version ?? ""} (${catalogue.presets.length} presets).`;
+    const service = `${health.service ?? "the service"} ${health.version ?? ""}`.trim();
+    ui.connectionState.textContent = `Connected to ${service} (${state.presets.length} presets).`;
     say("Connected. Choose your files and start.");
   } catch (error) {
     state.api = null;
@@ -183,7 +184,8 @@ function fillPresets(catalogue) {
 function showPresetDescription() {
   const preset = state.presets.find((entry) => entry.id === ui.preset.value);
   ui.presetDescription.textContent = preset
-    ? `${preset.description} ${signed(preset.loudness_lufs)} LUFS, ceiling ${signed(preset.true_peak_dbtp)} dBTP.`
+    ? `${preset.description} ${signed(preset.loudness_lufs)} LUFS, ` +
+      `ceiling ${signed(preset.true_peak_dbtp)} dBTP.`
     : "";
 }
 
@@ -419,7 +421,8 @@ function showJob(job, lastStage) {
     showResults(job);
   } else if (TERMINAL.has(job.status)) {
     say(`The job ended: ${job.status}.`);
-    const error = job.error ?? { code: job.status === "cancelled" ? "cancelled" : "internal_error", message: "" };
+    const code = job.status === "cancelled" ? "cancelled" : "internal_error";
+    const error = job.error ?? { code, message: "" };
     showError(new ApiError(error.code, error.message, 0));
   } else if (stage !== lastStage) {
     // Only stage changes are announced; the bar shows the percentage.
@@ -433,8 +436,12 @@ function resolvedOptions(job) {
     return "";
   }
   const parts = [];
-  if (typeof options.loudness_lufs === "number") parts.push(`loudness ${signed(options.loudness_lufs)} LUFS`);
-  if (typeof options.true_peak_dbtp === "number") parts.push(`ceiling ${signed(options.true_peak_dbtp)} dBTP`);
+  if (typeof options.loudness_lufs === "number") {
+    parts.push(`loudness ${signed(options.loudness_lufs)} LUFS`);
+  }
+  if (typeof options.true_peak_dbtp === "number") {
+    parts.push(`ceiling ${signed(options.true_peak_dbtp)} dBTP`);
+  }
   parts.push(`intensity ${options.intensity}`, `limiter ${options.limiter}`);
   return `Mastered with ${parts.join(", ")}.`;
 }

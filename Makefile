@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 
 test: install lint typecheck pytest edge-test image-check
 
-# Deno comes from the `deno` npm package (package.json pins it).
+# Deno comes from the `deno` npm package, the web page's chart library from `uplot`
+# (package.json pins both).
 DENO_STAMP := node_modules/.installed-stamp
 $(DENO_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -58,6 +59,14 @@ build: install
 
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
+
+# The web page's chart library: the files of the npm package package.json pins, copied
+# into web/vendor/ (committed: the page has no build step, so any static host can serve
+# web/ as it is). tests/browser/test_page_files.py fails when they differ.
+.PHONY: web-vendor
+web-vendor: $(DENO_STAMP)
+	cp node_modules/uplot/dist/uPlot.esm.js node_modules/uplot/dist/uPlot.min.css web/vendor/
+	cp node_modules/uplot/LICENSE web/vendor/uPlot.LICENSE
 
 # The local stack (see `mastering serve --help`): `make serve` runs it in the
 # foreground; `make demo` runs one synthetic job through it end to end and leaves

@@ -14,6 +14,12 @@ with no change to this module, and one missing from it fails here as it would in
 AWS. Without a template (an installed package) every request takes the
 ``$default`` route and the handler's own router answers.
 
+The same server also hands out the web page (the checkout's ``web/`` folder, plain
+static files): ``GET /`` is its ``index.html`` and ``GET /<file>`` any file in it. In
+AWS the page lives on a static host of its own, so the API always wins: a request a
+declared route takes goes to the function even if a file of that name exists, and
+only what would have gone to ``$default`` (or to the gateway's 404) can be a file.
+
 HTTP itself (request parsing, chunked bodies, ``Expect: 100-continue``) is
 werkzeug's: a threaded ``werkzeug.serving`` server runs the WSGI app below.
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import mimetypes
 import re
 import socket
 import threading
@@ -32,11 +39,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.security import safe_join
 from werkzeug.serving import WSGIRequestHandler, make_server, select_address_family
 from werkzeug.wrappers import Request, Response
 
@@ -206,6 +214,72 @@ def declared_routes() -> tuple[Route, ...]:
     except (OSError, yaml.YAMLError, TemplateRoutesError) as error:
         logger.warning("routes from %s unreadable (%s); using $default", template, error)
         return (DEFAULT_ROUTE,)
+
+
+# Where the web page's files are, beside template.yaml in the checkout.
+WEB_FOLDER = "web"
+# ``ApiGateway(web_root=CHECKOUT_WEB)``: serve the checkout's web/ folder if there is one.
+CHECKOUT_WEB: Literal["checkout"] = "checkout"
+
+# The page's own file types, spelled out rather than left to the machine's
+# mimetypes table: a module script must come as JavaScript, and text needs its charset.
+_WEB_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".txt": "text/plain; charset=utf-8",
+}
+
+
+def checkout_web_root() -> Path | None:
+    """The checkout's ``web/`` folder (found as template.yaml is), or None without one."""
+    try:
+        root = functions_dir().parent / WEB_FOLDER
+    except HandlersNotFound:
+        return None
+    return root if (root / "index.html").is_file() else None
+
+
+@dataclass(frozen=True)
+class WebFiles:
+    """Static files under ``root``, by URL path: ``/`` is ``index.html``.
+
+    Only regular files inside ``root`` are served, never a hidden one (a path segment
+    starting with a dot); anything else is not a file here (None).
+    """
+
+    root: Path
+    index: str = "index.html"
+
+    def reply(self, method: str, path: str) -> HttpReply | None:
+        if method not in ("GET", "HEAD"):
+            return None
+        relative = unquote(path).lstrip("/") or self.index
+        if relative.endswith("/") or any(part.startswith(".") for part in relative.split("/")):
+            return None
+        # safe_join refuses "..", absolute parts and backslashes (None).
+        joined = safe_join(str(self.root), relative)
+        if joined is None:
+            return None
+        file = Path(joined)
+        if not file.is_file():
+            return None
+        suffix = file.suffix.lower()
+        content_type = _WEB_TYPES.get(suffix) or (
+            mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        )
+        headers = [
+            ("content-type", content_type),
+            # Edits to the page show on reload; the files are small.
+            ("cache-control", "no-cache"),
+            ("x-content-type-options", "nosniff"),
+        ]
+        return HttpReply(200, headers, file.read_bytes())
 
 
 @dataclass(frozen=True)
@@ -383,9 +457,11 @@ class _RequestHandler(WSGIRequestHandler):
 class ApiGateway:
     """An HTTP server on ``host:port`` that invokes ``invoke(event)`` per request.
 
-    ``routes`` defaults to template.yaml's (``declared_routes``). The socket is
-    bound on construction, so a taken port fails here (``OSError``), before anything
-    else starts. ``invoke`` may be called from several threads at once.
+    ``routes`` defaults to template.yaml's (``declared_routes``). ``web_root`` is the
+    folder of the web page served at ``/`` (``CHECKOUT_WEB``: the checkout's
+    ``web/``, if any; None: no page). The socket is bound on construction, so a taken
+    port fails here (``OSError``), before anything else starts. ``invoke`` may be
+    called from several threads at once.
     """
 
     def __init__(
@@ -397,9 +473,12 @@ class ApiGateway:
         routes: Sequence[Route] | None = None,
         cors: CorsRules | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        web_root: Path | Literal["checkout"] | None = CHECKOUT_WEB,
     ) -> None:
         self._invoke = invoke
         self._cors = cors
+        root = checkout_web_root() if web_root == CHECKOUT_WEB else web_root
+        self._web = WebFiles(Path(root)) if root is not None else None
         self._max_body_bytes = max_body_bytes
         # Bound here rather than by werkzeug, which prints and exits on a taken port.
         family = select_address_family(host, port)
@@ -428,6 +507,11 @@ class ApiGateway:
     @property
     def routes(self) -> tuple[Route, ...]:
         return self._routes
+
+    @property
+    def web_root(self) -> Path | None:
+        """The folder the web page is served from, or None."""
+        return self._web.root if self._web is not None else None
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -523,24 +607,35 @@ class ApiGateway:
         if method == "OPTIONS" and self._cors is not None:
             return self._preflight(origin)
         path = urlsplit(target).path or "/"
+        route, params = self._route(method, path)
+        if (route is None or route.is_default) and self._web is not None:
+            # No declared route takes it ($default sorts last): it may be the page.
+            page = self._web.reply(method, path)
+            if page is not None:
+                return page
+        if route is None:
+            reply = _json_reply(404, {"message": "Not Found"})
+        else:
+            event = build_event(
+                method=method,
+                target=target,
+                headers=headers,
+                body=body,
+                source_ip=source_ip,
+                route=route,
+                path_parameters=params,
+                request_id=request_id,
+            )
+            reply = self._call(event)
+        return self._with_cors(reply, origin)
+
+    def _route(self, method: str, path: str) -> tuple[Route | None, dict[str, str]]:
+        """The most specific route that takes the request, and its path parameters."""
         for route in self._routes:
             params = route.match(method, path)
             if params is not None:
-                event = build_event(
-                    method=method,
-                    target=target,
-                    headers=headers,
-                    body=body,
-                    source_ip=source_ip,
-                    route=route,
-                    path_parameters=params,
-                    request_id=request_id,
-                )
-                reply = self._call(event)
-                break
-        else:
-            reply = _json_reply(404, {"message": "Not Found"})
-        return self._with_cors(reply, origin)
+                return route, params
+        return None, {}
 
     def _call(self, event: dict[str, Any]) -> HttpReply:
         try:

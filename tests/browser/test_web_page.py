@@ -82,14 +82,12 @@ class PageStack:
 
 @contextlib.contextmanager
 def running_stack(tmp: Path) -> Iterator[PageStack]:
-    """Start `mastering serve` allowing exactly the page's own origin through CORS."""
+    """Start `mastering serve` as a user would: its defaults must let its own page work."""
     api_port, s3_port = free_port(), free_port()
     api = f"http://127.0.0.1:{api_port}"
     env = serve_env()
     log = tmp / "serve.log"
-    command = serve_command(
-        api_port, s3_port, "--work-dir", str(tmp / "work"), "--allowed-origins", api
-    )
+    command = serve_command(api_port, s3_port, "--work-dir", str(tmp / "work"))
     with log.open("wb") as sink:
         process = subprocess.Popen(
             command,
@@ -143,6 +141,9 @@ def accepts(schema: dict[str, Any], model: str, name: str) -> bool:
 # ---------------------------------------------------------------- the browser
 
 
+FOREIGN_HOST = "elsewhere.test"
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.is_file():
@@ -150,7 +151,11 @@ def browser() -> Iterator[Browser]:
             f"no chromium at {CHROMIUM}: install Debian's (`apt-get install chromium`, as "
             ".ci/run does) or point CHROMIUM_PATH at one"
         )
-    args = ["--autoplay-policy=no-user-gesture-required"]
+    args = [
+        "--autoplay-policy=no-user-gesture-required",
+        # A second name for the loopback stack: the page under an origin nobody allowed.
+        f"--host-resolver-rules=MAP {FOREIGN_HOST} 127.0.0.1",
+    ]
     if os.geteuid() == 0:
         # Chromium's sandbox refuses to run as root (CI runs as root).
         args.append("--no-sandbox")
@@ -545,9 +550,9 @@ def test_every_error_code_of_the_api_has_a_message(
 def test_an_origin_the_buckets_do_not_allow_cannot_upload(
     open_page: Callable[..., OpenPage], stack: PageStack, tracks: dict[str, Path]
 ) -> None:
-    # Given the same page opened under another origin (localhost, not 127.0.0.1),
-    # which the stack's CORS rules do not name
-    other = stack.page_url.replace("127.0.0.1", "localhost")
+    # Given the same page opened under another origin, which the stack's CORS rules do
+    # not name (the browser resolves that name to the stack's address)
+    other = stack.page_url.replace("127.0.0.1", FOREIGN_HOST)
     opened = open_page(other)
     page = opened.page
     connect(page)
@@ -650,8 +655,7 @@ def test_the_preview_and_analyze_modes(
 
 
 def test_the_local_buckets_have_the_templates_cors_rules(stack: PageStack) -> None:
-    # Given the deployed stack's bucket rules for the page's origin, and the local stack
-    deployment = Deployment(load_template(), {"AllowedOrigins": [stack.api]})
+    # Given the local stack's buckets, and the deployed stack's rules for the same origins
     s3 = boto3.client(
         "s3",
         endpoint_url=stack.s3,
@@ -662,6 +666,10 @@ def test_the_local_buckets_have_the_templates_cors_rules(stack: PageStack) -> No
     buckets = {
         name.rsplit("-", 1)[-1]: name for name in (b["Name"] for b in s3.list_buckets()["Buckets"])
     }
+    origins = s3.get_bucket_cors(Bucket=buckets["uploads"])["CORSRules"][0]["AllowedOrigins"]
+    # (by default the page's own origin among them)
+    assert stack.api in origins
+    deployment = Deployment(load_template(), {"AllowedOrigins": origins})
     for role, resource in (("uploads", "UploadsBucket"), ("results", "ResultsBucket")):
         # When both are read
         template_rules = deployment.resolve(deployment.resources[resource]["Properties"])[

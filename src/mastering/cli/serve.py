@@ -146,10 +146,11 @@ def parse_origins(raw: str | list[str]) -> tuple[str, ...]:
 def _banner(stack: Any, api_key: str, workers: int) -> str:
     config = stack.config
     names = config.names
-    origins = ", ".join(config.allowed_origins) or "off"
+    origins = ", ".join(stack.allowed_origins)
     api = stack.api_url
     return f"""\
 Spectrum mastering: local stack is running
+  web page    {api}/
   HTTP API    {api}   (header X-Api-Key: {api_key})
   S3 and co.  {stack.s3_url}   (moto: S3, DynamoDB, SQS; data lives in memory)
   buckets     {names.uploads_bucket}, {names.results_bucket}

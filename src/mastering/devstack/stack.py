@@ -199,6 +199,16 @@ class LocalStack:
         return f"http://{_client_host(self.config.host)}:{self._gateway.port}"
 
     @property
+    def allowed_origins(self) -> tuple[str, ...]:
+        """The configured origins, and the stack's own web page's (served at ``/`` of the
+        API port): the page uploads to and plays from the emulated buckets, another
+        origin, so their CORS rules must name it whatever else is configured."""
+        assert self._gateway is not None, "start() first"
+        port = self._gateway.port
+        own = [f"http://127.0.0.1:{port}", f"http://localhost:{port}", self.api_url]
+        return tuple(dict.fromkeys([*self.config.allowed_origins, *own]))
+
+    @property
     def s3_url(self) -> str:
         return f"http://{_client_host(self.config.host)}:{self._s3_port}"
 
@@ -238,7 +248,7 @@ class LocalStack:
             uploads_bucket=names.uploads_bucket,
             results_bucket=names.results_bucket,
             master_timeout_s=config.master_timeout_s,
-            allowed_origins=config.allowed_origins,
+            allowed_origins=self.allowed_origins,
             work_dir=self.work_dir / "functions",
             stage="local",
             api_key=config.api_key,
@@ -268,7 +278,7 @@ class LocalStack:
             "API_KEY": self.config.api_key,
             "STAGE": "local",
             "MASTER_TIMEOUT_S": str(self.config.master_timeout_s),
-            "ALLOWED_ORIGINS": ",".join(self.config.allowed_origins),
+            "ALLOWED_ORIGINS": ",".join(self.allowed_origins),
             "WORK_DIR": str(self.work_dir / "functions"),
             "POWERTOOLS_TRACE_DISABLED": "1",
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,

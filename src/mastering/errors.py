@@ -8,6 +8,7 @@ user: they never carry paths, stack traces or internal names.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -142,6 +143,32 @@ class JobCancelled(MasteringError):
 class InternalError(MasteringError):
     code = ErrorCode.INTERNAL_ERROR
     http_status = 500
+
+
+OUT_OF_DISK_MESSAGE = (
+    "The service ran out of temporary disk space while working on this track; try again later"
+)
+
+
+class OutOfDisk(InternalError):
+    """The work directory filled up (ENOSPC): our capacity, not the user's file, so an
+    ``internal_error`` that says so rather than a decoder's complaint."""
+
+    def __init__(self, message: str = OUT_OF_DISK_MESSAGE) -> None:
+        super().__init__(message)
+
+
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_out_of_disk(error: BaseException) -> bool:
+    """Whether ``error``, or an error it was raised from, is a full file system."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _DISK_ERRNOS:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 _BY_CODE: dict[ErrorCode, type[MasteringError]] = {

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mastering.engine.profile import ReferenceProfile
-from mastering.errors import IdenticalInputs, JobWarning, UnknownPreset, WarningCode
+from mastering.errors import (
+    IdenticalInputs,
+    JobWarning,
+    OutOfDisk,
+    UnknownPreset,
+    WarningCode,
+    is_out_of_disk,
+)
 from mastering.formats import OutputFormat
 from mastering.jobs.model import Stage
 from mastering.options import DEFAULT_TRUE_PEAK_DBTP, Limiter, MasteringOptions
@@ -191,6 +198,17 @@ def _engine_options(options: MasteringOptions, loudness_lufs: float | None) -> M
 
 
 def master_files(request: MasteringRequest, on_progress: ProgressCallback) -> MasteringOutcome:
+    """Master ``request``'s files; typed errors only (a full work directory included:
+    ``OutOfDisk``, whichever write found it)."""
+    try:
+        return _master_files(request, on_progress)
+    except OSError as exc:
+        if is_out_of_disk(exc):
+            raise OutOfDisk() from exc
+        raise
+
+
+def _master_files(request: MasteringRequest, on_progress: ProgressCallback) -> MasteringOutcome:
     # Heavy imports here, not at module import: the handler module must load fast.
     from mastering.audio.decode import decode_audio
     from mastering.delivery import Measurement, deliver

@@ -6,6 +6,7 @@ both ``audio/`` (I/O) and ``engine/`` (DSP) can share it without knowing each ot
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +39,8 @@ class Track:
         return self.frames / self.sample_rate
 
     def peak(self) -> float:
-        """The largest absolute sample (linear); 0.0 for no samples."""
+        """The largest absolute sample (linear); 0.0 for no samples, NaN or infinity if
+        a sample is."""
         return sample_peak(self.samples)
 
     def is_finite(self) -> bool:
@@ -50,10 +52,14 @@ class Track:
 
 
 def sample_peak(samples: npt.NDArray[np.floating]) -> float:
-    """The largest absolute value of (frames, channels) ``samples``, scanned in blocks."""
+    """The largest absolute value of (frames, channels) ``samples``, scanned in blocks:
+    NaN if a sample is NaN, infinity if one is infinite (the scan stops there)."""
     peak = 0.0
     for start in range(0, samples.shape[0], _SCAN_FRAMES):
         block = samples[start : start + _SCAN_FRAMES]
         if block.size:
-            peak = max(peak, float(np.max(np.abs(block))))
+            block_peak = float(np.max(np.abs(block)))
+            if not math.isfinite(block_peak):
+                return block_peak
+            peak = max(peak, block_peak)
     return peak

@@ -1,8 +1,17 @@
-"""The fast integer paths of decoding and writing give libsndfile's own results."""
+"""The fast integer paths of decoding and writing give libsndfile's own results, and
+neither needs more disk than its output (a full one is said as such)."""
 
 from __future__ import annotations
 
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,7 +19,9 @@ import soundfile as sf
 
 from mastering.audio.decode import decode_audio
 from mastering.audio.encode import write_files
+from mastering.errors import OUT_OF_DISK_MESSAGE
 from mastering.formats import OutputFormat
+from tests.audio_factory import to_ffmpeg, tone_mix
 
 
 @pytest.mark.parametrize(
@@ -95,3 +106,90 @@ def test_16_bit_output_is_dithered_so_quiet_passages_keep_no_distortion(tmp_path
     error_lsb = (dithered_out - samples) * 32768.0
     assert 0.4 < float(np.sqrt(np.mean(error_lsb**2))) < 0.6
     assert abs(float(np.corrcoef(error_lsb[:, 0], samples[:, 0])[0, 1])) < 0.02
+
+
+# --- a full work directory -------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run_on_small_disk(tmp_path: Path, script: str, size_kib: int) -> dict[str, Any]:
+    """Run ``script`` (Python; the work directory is ``DISK``) in a private mount
+    namespace whose ``DISK`` is a tmpfs of ``size_kib``, and return the JSON it prints.
+    Skipped where user namespaces are not available."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1)")
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    program = f"DISK = {str(disk)!r}\n" + textwrap.dedent(script)
+    mount = f"mount -t tmpfs -o size={size_kib}k none {shlex.quote(str(disk))} || exit 77"
+    run = f"{mount}; exec {shlex.quote(sys.executable)} -c {shlex.quote(program)}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", run],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    if done.returncode == 77 or "unshare failed" in done.stderr:
+        pytest.skip(f"cannot mount a private tmpfs here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_encoding_onto_a_full_disk_is_an_internal_error_that_says_so(tmp_path: Path) -> None:
+    # Given a 10-second stereo master and a work directory with 256 KiB of room
+    script = """
+        import json, os
+        from pathlib import Path
+        from mastering.audio.encode import write_files
+        from mastering.errors import MasteringError
+        from mastering.formats import OutputFormat
+        from tests.audio_factory import tone_mix
+        samples = tone_mix(10.0, 44_100, 2, seed=1)
+        try:
+            write_files(samples, 44_100, (OutputFormat.WAV24, OutputFormat.MP3), Path(DISK))
+            print(json.dumps({"code": "none"}))
+        except MasteringError as error:
+            print(json.dumps({**error.to_dict(), "left": os.listdir(DISK)}))
+    """
+
+    # When it is written as WAV and MP3
+    result = _run_on_small_disk(tmp_path, script, size_kib=256)
+
+    # Then the job's error is ours and honest, and no partial file is left
+    assert result == {
+        "code": "internal_error",
+        "message": OUT_OF_DISK_MESSAGE,
+        "left": [],
+    }
+
+
+def test_decoding_compressed_audio_needs_no_temporary_disk(tmp_path: Path) -> None:
+    # Given a 20-second M4A (7 MB once decoded to float32) and a work directory with
+    # 64 KiB of room
+    source = tmp_path / "song.wav"
+    sf.write(source, tone_mix(20.0, 44_100, 2, seed=2), 44_100, subtype="PCM_16")
+    m4a = to_ffmpeg(source, tmp_path / "song.m4a", "-c:a", "aac")
+    script = f"""
+        import json, os
+        from pathlib import Path
+        from mastering.audio.decode import decode_audio
+        from mastering.errors import MasteringError
+        try:
+            track = decode_audio(Path({str(m4a)!r}), Path(DISK), role="target",
+                                 max_duration_s=60.0)
+            print(json.dumps({{"seconds": track.duration_s, "left": os.listdir(DISK)}}))
+        except MasteringError as error:
+            print(json.dumps(error.to_dict()))
+    """
+
+    # When it is decoded there
+    result = _run_on_small_disk(tmp_path, script, size_kib=64)
+
+    # Then it decodes whole (straight from ffmpeg into memory), leaving nothing behind
+    assert result["seconds"] == pytest.approx(20.0, abs=0.05), result
+    assert result["left"] == []

@@ -3,17 +3,21 @@ on, no results left behind, and nothing left in the function's /tmp."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from mastering.audio.ffmpeg import find_ffmpeg
 from tests.audio_factory import silence, tone_mix, write_wav
 from tests.conftest import (
     ApiClient,
@@ -86,6 +90,41 @@ def _file(tmp_path: Path, name: str, content: bytes) -> Path:
     return path
 
 
+def _id3_tag(body_size: int = 300) -> bytes:
+    size = bytes((body_size >> shift) & 0x7F for shift in (21, 14, 7, 0))
+    return b"ID3\x04\x00\x00" + size + bytes(body_size)
+
+
+def _ffmpeg_file(path: Path, *args: str) -> Path:
+    subprocess.run(
+        [find_ffmpeg(None), "-nostdin", "-loglevel", "error", *args, str(path)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return path
+
+
+def _tagged_sun_au(d: Path) -> Path:
+    wav = write_wav(d / "plain.wav", tone_mix(6.0, RATE, seed=12), RATE)
+    au = _ffmpeg_file(d / "plain.au", "-i", str(wav), "-f", "au")
+    return _file(d, "tagged.wav", _id3_tag() + au.read_bytes())
+
+
+def _tagged_cut_wav(d: Path) -> Path:
+    whole = write_wav(d / "whole.wav", tone_mix(6.0, RATE, seed=13), RATE).read_bytes()
+    return _file(d, "tagged-cut.wav", _id3_tag() + whole[: len(whole) // 2])
+
+
+def _surround_bomb(d: Path) -> Path:
+    # Under a megabyte: 30 s of 7.1 at 384 kHz in FLAC-in-MP4 (370 MB as float32)
+    return _ffmpeg_file(
+        d / "bomb.mp4",
+        *("-f", "lavfi", "-i", "anullsrc=r=384000:cl=7.1:d=30"),
+        *("-c:a", "flac", "-strict", "experimental", "-f", "mp4"),
+    )
+
+
 BAD_TARGETS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "text named .wav": (
         lambda d: _file(d, "notes.wav", b"these are my lyrics, not audio\n" * 50),
@@ -119,6 +158,15 @@ BAD_TARGETS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "six channels": (
         lambda d: write_wav(d / "surround.wav", tone_mix(6.0, RATE, channels=6, seed=5), RATE),
         "unsupported_format",
+    ),
+    "7.1 at 384 kHz in a small MP4": (_surround_bomb, "unsupported_format"),
+    "ID3 tag before a Sun AU file": (_tagged_sun_au, "invalid_audio"),
+    "ID3 tag before a truncated WAV": (_tagged_cut_wav, "invalid_audio"),
+    "float samples at +594 dBFS": (
+        lambda d: write_wav(
+            d / "huge.wav", tone_mix(6.0, RATE, seed=14) * np.float32(1e30), RATE, "FLOAT"
+        ),
+        "invalid_audio",
     ),
 }
 
@@ -248,7 +296,7 @@ def test_engine_exception_fails_with_internal_error_and_no_details(
     assert "secret" not in job["error"]["message"]
 
 
-def test_worker_killed_mid_processing_fails_the_job(
+def test_worker_killed_mid_processing_fails_the_job_without_blaming_memory(
     api: ApiClient,
     stack: Stack,
     invoke_master: Callable[..., Any],
@@ -256,17 +304,48 @@ def test_worker_killed_mid_processing_fails_the_job(
     reference: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Given an engine that is killed mid-way, as the kernel's OOM killer would
+    # Given an engine that is killed mid-way while using little memory (an operator, a
+    # runtime shutting down: not the OOM killer)
     def killed(target: Any, profile: Any, options: Any, on_progress: Callable[..., Any]) -> Any:
         on_progress(_stage("matching"), 50)
         os.kill(os.getpid(), signal.SIGKILL)
 
     _engine(monkeypatch, killed)
     job = _run(api, invoke_master, target, reference)
-    # Then the job failed with internal_error, saying memory
+    # Then the job failed with internal_error, saying it stopped, not that memory ran out
     _assert_failed(job, "internal_error", stack)
-    assert "memory" in job["error"]["message"]
+    assert job["error"]["message"] == "Mastering stopped unexpectedly"
     assert job["progress"]["percent"] == 50
+
+
+def test_worker_killed_when_its_memory_ran_out_says_so(
+    api: ApiClient,
+    stack: Stack,
+    invoke_master: Callable[..., Any],
+    target: Path,
+    reference: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a sandbox with 400 MB and an engine killed once it holds 350 MB of it, as the
+    # kernel's OOM killer does
+    import mastering.worker.isolation
+
+    monkeypatch.setattr(mastering.worker.isolation, "available_memory_bytes", lambda: 400 * 2**20)
+
+    def hog(target: Any, profile: Any, options: Any, on_progress: Callable[..., Any]) -> Any:
+        held = np.ones(350 * 2**20, dtype=np.uint8)
+        on_progress(_stage("matching"), 50)
+        time.sleep(0.6)
+        assert held[-1] == 1
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    _engine(monkeypatch, hog)
+    job = _run(api, invoke_master, target, reference)
+    # Then the job failed with internal_error, saying memory ran out and what to try
+    _assert_failed(job, "internal_error", stack)
+    assert job["error"]["message"] == (
+        "Mastering ran out of memory; try a shorter track or a lower sample rate"
+    )
 
 
 def _stage(name: str) -> Any:
@@ -282,10 +361,19 @@ def test_job_longer_than_the_function_timeout_fails_as_timeout(
     target: Path,
     reference: Path,
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    # Given an engine slower than the time the function has left
+    # Given an engine slower than the time the function has left, because an ffmpeg it
+    # started runs on (as a decode of a long file would)
+    pid_file = tmp_path / "ffmpeg.pid"
+
     def slow(*args: Any, **kwargs: Any) -> Any:
-        time.sleep(120)
+        from mastering.audio.ffmpeg import start_ffmpeg
+
+        slow_ffmpeg = ["-nostdin", "-re", "-f", "lavfi", "-i", "anullsrc=d=120", "-f", "null", "-"]
+        process = start_ffmpeg(slow_ffmpeg, ffmpeg_path=None, stderr_path=tmp_path / "ff.log")
+        pid_file.write_text(str(process.pid))
+        process.wait()
 
     _engine(monkeypatch, slow)
     started = time.monotonic()
@@ -294,6 +382,27 @@ def test_job_longer_than_the_function_timeout_fails_as_timeout(
     # Then it stopped the work before its deadline and failed the job as a timeout
     assert time.monotonic() - started < 30
     _assert_failed(job, "processing_timeout", stack)
+    # And the ffmpeg the work started is gone too: nothing writes on into /tmp
+    ffmpeg = int(pid_file.read_text())
+    try:
+        assert _gone_within(ffmpeg, seconds=3.0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(ffmpeg, signal.SIGKILL)
+
+
+def _gone_within(pid: int, *, seconds: float) -> bool:
+    """Whether ``pid`` stops running (exits, or is left a zombie) within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def _job_in_processing(api: ApiClient, stack: Stack, target: Path) -> str:

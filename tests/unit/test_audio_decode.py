@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from mastering.audio import decode as decode_mod
 from mastering.audio import ffmpeg as ffmpeg_mod
 from mastering.audio.decode import decode_audio
 from mastering.audio.ffmpeg import find_ffmpeg, summarise_stderr
@@ -59,11 +60,34 @@ def decode(path: Path, work_dir: Path, **kwargs: Any) -> Track:
     return decode_audio(path, work_dir, **kwargs)
 
 
+def watch_ffmpeg(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[str]]]:
+    """Record every ffmpeg the decoder runs: "probe" (headers only: no output named) or
+    "decode" (anything that writes audio)."""
+    calls: list[tuple[str, list[str]]] = []
+    real_run, real_start = ffmpeg_mod.run_ffmpeg, ffmpeg_mod.start_ffmpeg
+
+    def kind(args: list[str]) -> str:
+        return "decode" if "-c:a" in args or "-map" in args else "probe"
+
+    def run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        calls.append((kind(args), list(args)))
+        return real_run(args, **kwargs)
+
+    def start(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        calls.append((kind(args), list(args)))
+        return real_start(args, **kwargs)
+
+    monkeypatch.setattr(ffmpeg_mod, "run_ffmpeg", run)
+    monkeypatch.setattr(ffmpeg_mod, "start_ffmpeg", start)
+    return calls
+
+
 def forbid_ffmpeg(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         pytest.fail("ffmpeg must not be run for this file")
 
     monkeypatch.setattr(ffmpeg_mod, "run_ffmpeg", refuse)
+    monkeypatch.setattr(ffmpeg_mod, "start_ffmpeg", refuse)
     monkeypatch.setattr(subprocess, "run", refuse)
 
 
@@ -164,23 +188,17 @@ def test_wav_libsndfile_cannot_read_falls_back_to_ffmpeg(
     path = to_ffmpeg(wav, tmp_path / "adpcm.wav", "-c:a", "adpcm_yamaha", "-f", "wav")
     with pytest.raises(sf.LibsndfileError):
         sf.info(path)
-    real_run = ffmpeg_mod.run_ffmpeg
-    calls: list[list[str]] = []
-
-    def watched(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
-        calls.append(list(args))
-        return real_run(args, **kwargs)
-
-    monkeypatch.setattr(ffmpeg_mod, "run_ffmpeg", watched)
+    calls = watch_ffmpeg(monkeypatch)
 
     # When it is decoded
     audio = decode(path, work_dir)
 
-    # Then ffmpeg decoded it with the WAV demuxer pinned and only local files allowed
-    assert len(calls) == 1
-    args = calls[0]
-    assert args[args.index("-f") + 1] == "wav"
-    assert args[args.index("-protocol_whitelist") + 1] == "file"
+    # Then ffmpeg read its headers, then decoded it, each time with the WAV demuxer pinned
+    # and only local files allowed
+    assert [kind for kind, _ in calls] == ["probe", "decode"]
+    for _, args in calls:
+        assert args[args.index("-f") + 1] == "wav"
+        assert args[args.index("-protocol_whitelist") + 1] == "file"
     # ADPCM pads its last block, so the length is close rather than exact
     assert audio.duration_s == pytest.approx(2.0, abs=0.05)
     assert best_correlation(audio.samples, samples) > 0.9
@@ -429,11 +447,12 @@ def test_corrupt_m4a_error_names_no_paths(tmp_path: Path, work_dir: Path) -> Non
     with pytest.raises(InvalidAudio) as caught:
         decode(path, work_dir)
 
-    # Then the message is about the target, without file names or directories
-    message = caught.value.message
-    assert message.startswith("The target could not be decoded")
-    assert "secret-name" not in message
-    assert str(tmp_path) not in message
+    # Then the message is ours, about the target, and says what to do: no file names,
+    # directories or decoder jargon ("Invalid data found when processing input", "moov")
+    assert caught.value.message == (
+        "The target could not be decoded: the file is damaged or not in a format we "
+        "read; upload WAV, AIFF, FLAC, MP3, Ogg (Vorbis or Opus), M4A or AAC audio"
+    )
     assert list(work_dir.iterdir()) == []
 
 
@@ -507,6 +526,8 @@ def _id3(body_size: int) -> bytes:
 
 MP3_FRAME = b"\xff\xfb\x90\x64" + bytes(60)  # MPEG-1 Layer III, 128 kb/s, 44.1 kHz
 ADTS_FRAME = b"\xff\xf1\x50\x80\x28\x1f\xfc" + bytes(57)
+# Two whole frames: 128 kb/s at 44.1 kHz is 417 bytes a frame (no padding bit).
+MP3_FRAME_PAIR = (b"\xff\xfb\x90\x64" + bytes(413)) * 2
 
 
 @pytest.mark.parametrize(
@@ -521,7 +542,12 @@ ADTS_FRAME = b"\xff\xf1\x50\x80\x28\x1f\xfc" + bytes(57)
         (b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00" + bytes(48), InputKind.MP4),
         (MP3_FRAME, InputKind.MP3),
         (_id3(300) + MP3_FRAME, InputKind.MP3),
-        (_id3(20), InputKind.MP3),
+        (_id3(20), None),  # a tag with no audio after it is not an MP3
+        (_id3(20) + bytes(700) + MP3_FRAME, InputKind.MP3),  # padding after the tag
+        (_id3(100) + MP3_FRAME_PAIR, InputKind.MP3),
+        (_id3(100) + MP3_FRAME_PAIR[:417] + b"RIFF" + bytes(60), None),  # lone frame sync
+        (_id3(100) + b".snd\x00\x00\x00\x18" + bytes(56), None),  # Sun AU after a tag
+        (_id3(100) + b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(52), InputKind.WAV),
         (_id3(100) + b"fLaC" + bytes(60), InputKind.FLAC),
         (ADTS_FRAME, InputKind.AAC),
         (_id3(10) + ADTS_FRAME, InputKind.AAC),
@@ -591,15 +617,10 @@ def test_decode_timeout_names_the_role_and_cleans_up(
     source: tuple[Path, np.ndarray],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Given an M4A whose decode times out
+    # Given an M4A, and a decoder allowed no time at all
     wav, _ = source
     path = to_ffmpeg(wav, tmp_path / "x.m4a", "-c:a", "aac")
-
-    def too_slow(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
-        Path(args[-1].removeprefix("file:")).write_bytes(b"partial output")
-        raise ProcessingTimeout("Audio processing took too long")
-
-    monkeypatch.setattr(ffmpeg_mod, "run_ffmpeg", too_slow)
+    monkeypatch.setattr(decode_mod, "DECODE_TIMEOUT_S", 0.0)
 
     # When it is decoded, Then the timeout names the reference and no partial output is left
     with pytest.raises(ProcessingTimeout, match="Decoding the reference took too long"):
@@ -619,3 +640,277 @@ def test_high_rate_audio_gets_a_shorter_limit_in_proportion(tmp_path: Path, work
     ok = write_wav(tmp_path / "cd.wav", tone_mix(2.9, 48_000, 2), 48_000)
     assert decode(ok, work_dir, max_duration_s=3.0).sample_rate == 48_000
     assert list(work_dir.iterdir()) == []
+
+
+# --- hostile and damaged uploads ---------------------------------------------------------
+
+
+def _lavfi_to(path: Path, source: str, *output_args: str) -> Path:
+    """Render an ffmpeg lavfi source (e.g. "anullsrc=...") into ``path``."""
+    subprocess.run(
+        [
+            *(find_ffmpeg(None), "-nostdin", "-loglevel", "error"),
+            *("-f", "lavfi", "-i", source, *output_args, str(path)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("layout", "rate", "message"),
+    [
+        ("7.1", 384_000, "The target has 8 channels; only mono and stereo are supported"),
+        (
+            "stereo",
+            384_000,
+            "The target has a sample rate of 384000 Hz; 8000 to 192000 Hz is supported",
+        ),
+    ],
+)
+def test_small_file_that_unpacks_huge_is_refused_from_its_headers(
+    tmp_path: Path,
+    work_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    layout: str,
+    rate: int,
+    message: str,
+) -> None:
+    # Given a FLAC-in-MP4 of well under a megabyte holding 20 s of silence at 384 kHz
+    # (in 7.1: 61 M samples, 245 MB as float32)
+    path = _lavfi_to(
+        tmp_path / "bomb.mp4",
+        f"anullsrc=r={rate}:cl={layout}:d=20",
+        "-c:a",
+        "flac",
+        "-strict",
+        "experimental",
+    )
+    assert path.stat().st_size < 1_000_000
+    calls = watch_ffmpeg(monkeypatch)
+
+    # When it is decoded
+    with pytest.raises(UnsupportedFormat) as caught:
+        decode(path, work_dir)
+
+    # Then it is refused for its shape, from its headers alone: nothing was decoded
+    assert caught.value.message == message
+    assert [kind for kind, _ in calls] == ["probe"]
+    assert list(work_dir.iterdir()) == []
+
+
+def test_too_long_m4a_is_refused_before_decoding(
+    tmp_path: Path, work_dir: Path, source: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a 2 s M4A and a 1 s limit
+    wav, _ = source
+    path = to_ffmpeg(wav, tmp_path / "long.m4a", "-c:a", "aac")
+    calls = watch_ffmpeg(monkeypatch)
+
+    # When it is decoded, Then it is too long, known from its header alone
+    with pytest.raises(AudioTooLong, match="The target is longer than the 1 second limit"):
+        decode(path, work_dir, max_duration_s=1.0)
+    assert [kind for kind, _ in calls] == ["probe"]
+
+
+def _aac_longer_than_it_looks(tmp_path: Path, quiet_s: float) -> Path:
+    """Raw AAC (ADTS) opening with 2 s of loud noise, then ``quiet_s`` of a faint tone:
+    ffmpeg guesses its length from the first frames' bitrate, far too short."""
+    return _lavfi_to(
+        tmp_path / "sneaky.aac",
+        f"anoisesrc=d=2:a=0.9:r=44100,apad=pad_dur={quiet_s}",
+        "-af",
+        "volume=enable='gt(t,2)':volume=0.001",
+        "-ac",
+        "2",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "256k",
+        "-f",
+        "adts",
+    )
+
+
+def test_a_stream_longer_than_its_header_says_is_stopped_at_the_limit(
+    tmp_path: Path, work_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given raw AAC of 32 s whose header suggests far less, and a 10 s limit
+    path = _aac_longer_than_it_looks(tmp_path, quiet_s=30.0)
+    probe = ffmpeg_mod.probe_audio(
+        ["-f", "aac", "-i", f"file:{path}"], ffmpeg_path=None, timeout_s=30
+    )
+    assert probe.audio is not None
+    assert probe.audio.duration_s is not None
+    assert probe.audio.duration_s < 10.0
+    calls = watch_ffmpeg(monkeypatch)
+
+    # When it is decoded
+    with pytest.raises(AudioTooLong, match="The target is longer than the 10 seconds limit"):
+        decode(path, work_dir, max_duration_s=10.0)
+
+    # Then ffmpeg was never allowed past one second beyond the limit
+    ((_, decoding),) = [call for call in calls if call[0] == "decode"]
+    assert float(decoding[decoding.index("-t") + 1]) <= 11.0
+    assert list(work_dir.iterdir()) == []
+
+
+def test_a_stream_longer_than_its_header_says_but_within_the_limit_decodes_whole(
+    tmp_path: Path, work_dir: Path
+) -> None:
+    # Given raw AAC of 42 s whose header suggests far less
+    path = _aac_longer_than_it_looks(tmp_path, quiet_s=40.0)
+
+    # When it is decoded with a minute's limit, Then all of it comes back
+    audio = decode(path, work_dir)
+    assert audio.duration_s == pytest.approx(42.0, abs=0.1)
+    assert audio.samples.flags.c_contiguous
+    assert audio.samples.flags.owndata
+
+
+def test_id3_tag_followed_by_another_format_is_not_audio_we_take(
+    tmp_path: Path, work_dir: Path, source: tuple[Path, np.ndarray]
+) -> None:
+    # Given a Sun AU file behind an ID3 tag, uploaded as an MP3
+    wav, _ = source
+    au = to_ffmpeg(wav, tmp_path / "song.au", "-f", "au")
+    path = tmp_path / "song.mp3"
+    path.write_bytes(_id3(500) + au.read_bytes())
+
+    # When it is decoded, Then it is refused as not audio we read, not decoded as an MP3
+    with pytest.raises(InvalidAudio, match="The target is not an audio file we can read"):
+        decode(path, work_dir)
+
+
+@pytest.mark.parametrize("container", ["WAV", "AIFF"])
+def test_tagged_file_cut_short_is_refused_as_incomplete(
+    tmp_path: Path, work_dir: Path, container: str
+) -> None:
+    # Given a WAV or AIFF behind an ID3 tag (as some taggers write them), cut off in the
+    # middle of its audio
+    samples = tone_mix(2.0, 44_100, 2, seed=5)
+    whole = write_audio(
+        tmp_path / f"whole.{container.lower()}",
+        samples,
+        44_100,
+        container=container,
+        subtype="PCM_16",
+    )
+    data = whole.read_bytes()
+    path = tmp_path / "tagged-cut"
+    path.write_bytes(_id3(200) + data[: len(data) * 3 // 4])
+
+    # When it is decoded, Then the user is told it is incomplete, not given 1.5 s of master
+    with pytest.raises(InvalidAudio) as caught:
+        decode(path, work_dir)
+    assert caught.value.message.startswith("The target file is incomplete")
+
+
+@pytest.mark.parametrize("container", ["WAV", "AIFF"])
+def test_tagged_whole_file_decodes_in_full(tmp_path: Path, work_dir: Path, container: str) -> None:
+    # Given a whole WAV or AIFF behind an ID3 tag
+    samples = tone_mix(2.0, 44_100, 2, seed=6)
+    whole = write_audio(
+        tmp_path / f"whole.{container.lower()}",
+        samples,
+        44_100,
+        container=container,
+        subtype="PCM_16",
+    )
+    path = tmp_path / "tagged"
+    path.write_bytes(_id3(200) + whole.read_bytes())
+
+    # When it is decoded, Then every frame comes back
+    assert decode(path, work_dir).frames == samples.shape[0]
+
+
+def test_wav_whose_data_chunk_claims_more_than_the_file_holds_is_incomplete(
+    tmp_path: Path, work_dir: Path, source: tuple[Path, np.ndarray]
+) -> None:
+    # Given a WAV whose RIFF size says "unknown" (so the file's size cannot be checked
+    # against it) while its data chunk claims twice the bytes the file holds
+    wav, _ = source
+    data = bytearray(wav.read_bytes())
+    data[4:8] = b"\xff\xff\xff\xff"
+    at = data.index(b"data")
+    claimed = int.from_bytes(data[at + 4 : at + 8], "little") * 2
+    data[at + 4 : at + 8] = claimed.to_bytes(4, "little")
+    path = tmp_path / "overclaims.wav"
+    path.write_bytes(bytes(data))
+
+    # When it is decoded, Then it is incomplete
+    with pytest.raises(InvalidAudio, match="The target file is incomplete"):
+        decode(path, work_dir)
+
+
+def test_float_samples_far_beyond_full_scale_are_refused(tmp_path: Path, work_dir: Path) -> None:
+    # Given a float WAV whose samples are finite but 1e30 times a normal mix's
+    samples = tone_mix(2.0, 44_100, 2, seed=7) * np.float32(1e30)
+    path = write_wav(tmp_path / "huge.wav", samples, 44_100, "FLOAT")
+
+    # When it is decoded, Then it is refused as invalid audio that says what is wrong
+    with pytest.raises(InvalidAudio) as caught:
+        decode(path, work_dir)
+    assert caught.value.message == (
+        "The target has samples far beyond full scale (peak +594 dBFS); export it "
+        "normalised, peaking at or below 0 dBFS, and upload it again"
+    )
+
+
+def test_float_samples_over_full_scale_from_a_clipped_mix_are_kept(
+    tmp_path: Path, work_dir: Path
+) -> None:
+    # Given a float WAV peaking at +14 dBFS, as a mix bus that clipped in a DAW exports it
+    samples = tone_mix(2.0, 44_100, 2, seed=8) * np.float32(10.0)
+    path = write_wav(tmp_path / "hot.wav", samples, 44_100, "FLOAT")
+
+    # When it is decoded, Then it is kept as it is, for the engine to bring down
+    audio = decode(path, work_dir)
+    assert audio.peak() == pytest.approx(10 ** (14 / 20), rel=1e-3)
+
+
+def test_probe_reads_ffmpegs_description_and_ignores_tags_posing_as_streams() -> None:
+    # Given ffmpeg's description of an input whose tags try to pass for a stream and a
+    # duration (tags are indented deeper, continuation lines start with ": ")
+    stderr = (
+        b"Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'file:/tmp/x':\n"
+        b"  Metadata:\n"
+        b"    Duration: 00:00:01.00 : x\n"
+        b"    comment         : a\n"
+        b"                    :   Stream #0:0: Audio: pcm, 8000 Hz, mono\n"
+        b"  Duration: 00:02:00.00, start: 0.000000, bitrate: 119 kb/s\n"
+        b"  Stream #0:0[0x1](und): Video: h264, yuv420p, 16x16\n"
+        b"  Stream #0:1[0x2](und): Audio: flac (fLaC / 0x43614C66), 384000 Hz, 7.1, s16, "
+        b"107 kb/s (default)\n"
+    )
+
+    # When it is parsed, Then the real audio stream and duration are what it reports
+    probe = ffmpeg_mod.parse_probe(stderr)
+    assert probe.opened
+    assert probe.audio == ffmpeg_mod.AudioStream(
+        sample_rate=384_000, channels=8, duration_s=120.0, duration_estimated=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("layout", "channels"),
+    [
+        ("mono", 1),
+        ("stereo", 2),
+        ("2 channels", 2),
+        ("downmix", 2),
+        ("2.1", 3),
+        ("3.0(back)", 3),
+        ("quad(side)", 4),
+        ("5.1(side)", 6),
+        ("7.1.4", 12),
+        ("22.2", 24),
+        ("hexadecagonal", 16),
+        ("ambisonic 1", 4),
+        ("something new", None),
+    ],
+)
+def test_layout_names_count_their_channels(layout: str, channels: int | None) -> None:
+    assert ffmpeg_mod.layout_channels(layout) == channels

@@ -6,7 +6,9 @@ hour of stereo is 1.3 GB). Each file appears under its final name only once comp
 (written under a temporary name in the same folder, then renamed), so a failure never
 leaves a half-written result. Samples are clipped to [-1, 1]: integer PCM and LAME
 both wrap or misbehave past full scale. NaN or infinity in a master is a bug
-upstream, refused rather than written.
+upstream, refused rather than written. A full work directory is said as such
+(``OutOfDisk``): libsndfile reports only "System error", so a failed write with the
+disk all but full counts as one.
 
 16-bit WAV may be TPDF-dithered (``dither``): rounding to 16 bits without it leaves
 distortion correlated with the music in quiet passages and fades.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import subprocess
 import uuid
 from contextlib import ExitStack
@@ -26,8 +29,8 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
-from mastering.audio.ffmpeg import start_ffmpeg, summarise_stderr
-from mastering.errors import InternalError, ProcessingTimeout
+from mastering.audio.ffmpeg import start_ffmpeg, stderr_says_out_of_disk, summarise_stderr
+from mastering.errors import InternalError, OutOfDisk, ProcessingTimeout, is_out_of_disk
 from mastering.formats import OUTPUT_SPECS, OutputFormat
 
 logger = logging.getLogger(__name__)
@@ -50,6 +53,9 @@ ENCODE_TIMEOUT_S = 300.0
 BLOCK_FRAMES = 1 << 17
 # Deterministic dither: the same master gives the same file.
 _DITHER_SEED = 0x5EED
+# A write that failed with less than this left free failed for want of space (a block
+# written is well under it).
+_NEARLY_FULL_BYTES = 4 * 1024 * 1024
 
 
 def output_path(work_dir: Path, fmt: OutputFormat) -> Path:
@@ -152,6 +158,7 @@ class _Mp3Pipe:
         self.process.wait()
 
     def _failed(self) -> None:
+        """Stop ffmpeg and log why it failed; OutOfDisk if it ran out of space."""
         self._stop()
         try:
             stderr = self.stderr_path.read_bytes()
@@ -159,6 +166,8 @@ class _Mp3Pipe:
             stderr = b""
         logger.error("ffmpeg failed to encode MP3: %s", summarise_stderr(stderr))
         self.stderr_path.unlink(missing_ok=True)
+        if stderr_says_out_of_disk(stderr):
+            raise OutOfDisk()
 
 
 def _write_streamed(
@@ -219,11 +228,26 @@ def _write_streamed(
             os.replace(partials[fmt], dest)
             files[fmt] = dest
         return files
+    except (sf.SoundFileError, OSError, InternalError) as exc:
+        # Checked before the partial files go, while the disk is still as full as the
+        # failed write found it.
+        if not isinstance(exc, OutOfDisk) and _out_of_disk(exc, work_dir):
+            raise OutOfDisk() from exc
+        raise
     finally:
         if pipe is not None:
             pipe.abort()
         for partial in partials.values():
             partial.unlink(missing_ok=True)
+
+
+def _out_of_disk(error: BaseException, work_dir: Path) -> bool:
+    if is_out_of_disk(error):
+        return True
+    try:
+        return shutil.disk_usage(work_dir).free < _NEARLY_FULL_BYTES
+    except OSError:
+        return False
 
 
 def mp3_args(sample_rate: int, channels: int, dest: Path) -> list[str]:

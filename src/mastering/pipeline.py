@@ -12,10 +12,12 @@ in memory at a time, and the target is mastered in place.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mastering.engine.profile import ReferenceProfile
 from mastering.errors import (
@@ -26,14 +28,15 @@ from mastering.errors import (
     WarningCode,
     is_out_of_disk,
 )
-from mastering.formats import OutputFormat
-from mastering.jobs.model import Stage
+from mastering.formats import OutputFormat, Preview, ResultName
+from mastering.jobs.model import JobMode, Stage
 from mastering.options import DEFAULT_TRUE_PEAK_DBTP, Limiter, MasteringOptions
 from mastering.presets import find_preset
 from mastering.validation import validate_for_mastering
 
 if TYPE_CHECKING:
     from mastering.engine.master import MasterOptions, MasterResult
+    from mastering.engine.track_analysis import TrackAnalysis
     from mastering.track import Track
 
 ProgressCallback = Callable[[Stage, int], None]
@@ -55,6 +58,9 @@ class MasteringRequest:
     # Resolved options (``mastering.options.resolve_options``); "reference" loudness is
     # resolved to a number from the reference's profile here.
     options: MasteringOptions = field(default_factory=MasteringOptions)
+    mode: JobMode = JobMode.MASTER
+    # Also write the two previews (always, in preview mode).
+    previews: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,15 +73,17 @@ class FileMeasurement:
 
 @dataclass(frozen=True)
 class MasteringOutcome:
-    files: dict[OutputFormat, Path]
+    files: dict[ResultName, Path]
     metrics: dict[str, float | None]
     # The profile the target was mastered against, for the caller to cache.
     reference_profile: ReferenceProfile | None = None
     # The options as applied: loudness_lufs is always a number here unless the
     # matchering limiter chose the level.
     options: MasteringOptions = field(default_factory=MasteringOptions)
-    measurements: dict[OutputFormat, FileMeasurement] = field(default_factory=dict)
+    measurements: dict[ResultName, FileMeasurement] = field(default_factory=dict)
     warnings: tuple[JobWarning, ...] = ()
+    # The job's ``analysis`` (DESIGN "Previews and modes"), public form.
+    analysis: dict[str, Any] | None = None
 
 
 def _same_file_content(first: Path, second: Path) -> bool:
@@ -144,20 +152,20 @@ def analyze_file(
     max_duration_s: float,
     ffmpeg_path: str | None = None,
 ) -> ReferenceProfile:
-    """Decode, validate and analyse a reference file (typed errors name the reference)."""
+    """Decode, validate and analyse a reference file (typed errors name the reference);
+    the profile carries the reference's meters too (``analysis.reference``)."""
     from mastering.audio.decode import decode_audio
     from mastering.engine.analysis import analyze
+    from mastering.engine.track_analysis import analyze_track
 
     reference = decode_audio(
         path, work_dir, role="reference", max_duration_s=max_duration_s, ffmpeg_path=ffmpeg_path
     )
     validate_for_mastering(reference, role="reference", min_duration_s=min_duration_s)
-    return analyze(reference)
+    return dataclasses.replace(analyze(reference), analysis=analyze_track(reference).to_public())
 
 
 def _reference_profile(request: MasteringRequest) -> ReferenceProfile:
-    from mastering.engine.preset_audio import preset_profile
-
     if request.reference_profile is not None:
         return request.reference_profile
     if request.reference is not None:
@@ -171,7 +179,21 @@ def _reference_profile(request: MasteringRequest) -> ReferenceProfile:
     preset = find_preset(request.preset_id or "")
     if preset is None:
         raise UnknownPreset(f"There is no preset '{request.preset_id}'")
-    return preset_profile(preset)
+    return _preset_profile(preset.id)
+
+
+@cache
+def _preset_profile(preset_id: str) -> ReferenceProfile:
+    """A preset's profile with the meters of its rendered reference (what the preset
+    aims at: ``analysis.reference`` of a preset job), once per process."""
+    from mastering.engine.preset_audio import preset_profile, render_preset
+    from mastering.engine.track_analysis import analyze_track
+
+    preset = find_preset(preset_id)
+    if preset is None:
+        raise UnknownPreset(f"There is no preset '{preset_id}'")
+    meters = analyze_track(render_preset(preset)).to_public()
+    return dataclasses.replace(preset_profile(preset), analysis=meters)
 
 
 def _same_audio(target: Track, profile: ReferenceProfile) -> bool:
@@ -211,11 +233,11 @@ def master_files(request: MasteringRequest, on_progress: ProgressCallback) -> Ma
 def _master_files(request: MasteringRequest, on_progress: ProgressCallback) -> MasteringOutcome:
     # Heavy imports here, not at module import: the handler module must load fast.
     from mastering.audio.decode import decode_audio
-    from mastering.delivery import Measurement, deliver
-    from mastering.engine.true_peak import to_db
-    from mastering.track import Track
+    from mastering.engine.track_analysis import analyze_track
 
     on_progress(Stage.DECODING, 10)
+    if request.mode is JobMode.ANALYZE:
+        return _analyze_only(request, on_progress)
     if (
         request.reference is not None
         and request.reference_profile is None
@@ -235,6 +257,53 @@ def _master_files(request: MasteringRequest, on_progress: ProgressCallback) -> M
     validate_for_mastering(target, role="target", min_duration_s=request.min_duration_s)
     if _same_audio(target, profile):
         raise IdenticalInputs("The target and the reference are the same audio")
+
+    on_progress(Stage.ANALYZING, 15)
+    # Before mastering, which overwrites the target in place.
+    target_analysis = analyze_track(target)
+    excerpts = _preview_excerpts(request, target)
+    if request.mode is JobMode.PREVIEW and excerpts is not None:
+        # Only the window is mastered: the rest of the target is dropped unmastered.
+        target = excerpts.cut(target)
+    return _master_and_deliver(request, profile, target, target_analysis, excerpts, on_progress)
+
+
+@dataclass
+class _Excerpts:
+    """The preview window, and the target's own excerpt cut before mastering."""
+
+    window: slice
+    original: Track
+
+    def cut(self, track: Track) -> Track:
+        from mastering.track import Track
+
+        return Track(track.samples[self.window].copy(), track.sample_rate)
+
+
+def _preview_excerpts(request: MasteringRequest, target: Track) -> _Excerpts | None:
+    from mastering.engine.preview import loudest_window
+    from mastering.track import Track
+
+    if not request.previews and request.mode is not JobMode.PREVIEW:
+        return None
+    window = loudest_window(target.samples, target.sample_rate)
+    original = Track(target.samples[window].copy(), target.sample_rate)
+    return _Excerpts(window=window, original=original)
+
+
+def _master_and_deliver(
+    request: MasteringRequest,
+    profile: ReferenceProfile,
+    target: Track,
+    target_analysis: TrackAnalysis,
+    excerpts: _Excerpts | None,
+    on_progress: ProgressCallback,
+) -> MasteringOutcome:
+    from mastering.delivery import Measurement, deliver
+    from mastering.engine.track_analysis import analysis_document, analyze_track
+    from mastering.engine.true_peak import to_db
+    from mastering.track import Track
 
     options = request.options
     warnings: list[JobWarning] = []
@@ -271,35 +340,145 @@ def _master_files(request: MasteringRequest, on_progress: ProgressCallback) -> M
             )
         )
 
-    on_progress(Stage.ENCODING, 80)
+    on_progress(Stage.ENCODING, 78)
+    mastered = Track(result.samples, result.sample_rate)
+    # The engine's own meter already read the result's true peak.
+    result_analysis = dataclasses.replace(
+        analyze_track(mastered, measure_true_peak=False),
+        true_peak_dbtp=to_db(result.true_peak) if result.true_peak > 0 else None,
+    )
     master = Measurement(lufs=result.result_lufs, true_peak_dbtp=to_db(result.true_peak))
+    ceiling = options.true_peak_dbtp if true_peak_limiter else None
+    files: dict[ResultName, Path] = {}
+    measurements: dict[ResultName, FileMeasurement] = {}
+    if excerpts is not None:
+        # Cut before the outputs are written: holding an MP3 under its ceiling may
+        # limit the master's samples again.
+        in_preview = excerpts.window if request.mode is JobMode.MASTER else slice(None)
+        preview_result = Track(mastered.samples[in_preview].copy(), mastered.sample_rate)
+        delivered = _deliver_previews(excerpts.original, preview_result, request, ceiling=ceiling)
+        for name, (path, measurement) in delivered.items():
+            files[name] = path
+            measurements[name] = measurement
     written = deliver(
-        Track(result.samples, result.sample_rate),
+        mastered,
         request.outputs,
         request.work_dir,
         measured=master,
-        ceiling_dbtp=options.true_peak_dbtp if true_peak_limiter else None,
+        ceiling_dbtp=ceiling,
         dither=true_peak_limiter,
         ffmpeg_path=request.ffmpeg_path,
     )
+    for fmt, output in written.items():
+        files[fmt] = output.path
+        measurements[fmt] = FileMeasurement(
+            lufs=_rounded(output.measurement.lufs),
+            true_peak_dbtp=_rounded(output.measurement.true_peak_dbtp),
+        )
     metrics: dict[str, float | None] = {
         "duration_s": _rounded(duration_s, 3),
-        "target_lufs": _rounded(result.target_lufs),
+        "target_lufs": _rounded(target_analysis.lufs),
         "reference_lufs": _rounded(profile.lufs),
         "result_lufs": _rounded(master.lufs),
         "result_true_peak_dbtp": _rounded(master.true_peak_dbtp),
     }
+    analysis = analysis_document(target_analysis, result=result_analysis)
+    if profile.analysis is not None:
+        analysis = {"reference": profile.analysis, **analysis}
     return MasteringOutcome(
-        files={fmt: output.path for fmt, output in written.items()},
+        files=files,
         metrics=metrics,
         reference_profile=profile,
         options=options,
-        measurements={
-            fmt: FileMeasurement(
-                lufs=_rounded(output.measurement.lufs),
-                true_peak_dbtp=_rounded(output.measurement.true_peak_dbtp),
-            )
-            for fmt, output in written.items()
-        },
+        measurements=measurements,
         warnings=tuple(warnings),
+        analysis=analysis,
+    )
+
+
+def _deliver_previews(
+    original: Track,
+    mastered: Track,
+    request: MasteringRequest,
+    *,
+    ceiling: float | None,
+) -> dict[ResultName, tuple[Path, FileMeasurement]]:
+    """Both previews as MP3s: the same window, faded, the original brought to the
+    master's loudness (DESIGN "Previews")."""
+    from mastering.delivery import Measurement, deliver
+    from mastering.engine.preview import fade_in_place, integrated_lufs, match_loudness_in_place
+    from mastering.engine.true_peak import to_db, true_peak
+
+    aim = integrated_lufs(mastered.samples, mastered.sample_rate)
+    ceiling_dbtp = ceiling if ceiling is not None else DEFAULT_TRUE_PEAK_DBTP
+    if aim is not None:
+        match_loudness_in_place(original.samples, original.sample_rate, aim, ceiling_dbtp)
+    delivered: dict[ResultName, tuple[Path, FileMeasurement]] = {}
+    for name, excerpt in ((Preview.TARGET, original), (Preview.RESULT, mastered)):
+        fade_in_place(excerpt.samples, excerpt.sample_rate)
+        folder = request.work_dir / str(name)
+        folder.mkdir(exist_ok=True)
+        peak = true_peak(excerpt.samples)
+        written = deliver(
+            excerpt,
+            (OutputFormat.MP3,),
+            folder,
+            measured=Measurement(
+                lufs=integrated_lufs(excerpt.samples, excerpt.sample_rate),
+                true_peak_dbtp=to_db(peak) if peak > 0 else None,
+            ),
+            ceiling_dbtp=ceiling_dbtp,
+            dither=False,
+            ffmpeg_path=request.ffmpeg_path,
+        )[OutputFormat.MP3]
+        delivered[name] = (
+            written.path,
+            FileMeasurement(
+                lufs=_rounded(written.measurement.lufs),
+                true_peak_dbtp=_rounded(written.measurement.true_peak_dbtp),
+            ),
+        )
+    return delivered
+
+
+def _analyze_only(request: MasteringRequest, on_progress: ProgressCallback) -> MasteringOutcome:
+    """``mode: analyze``: measure the target (and the reference, if given); render nothing."""
+    from mastering.audio.decode import decode_audio
+    from mastering.engine.track_analysis import analysis_document, analyze_track
+
+    measured = {}
+    duration_s = 0.0
+    for role, path in (("target", request.target), ("reference", request.reference)):
+        if path is None:
+            continue
+        track = decode_audio(
+            path,
+            request.work_dir,
+            role=role,
+            max_duration_s=request.max_duration_s,
+            ffmpeg_path=request.ffmpeg_path,
+        )
+        validate_for_mastering(track, role=role, min_duration_s=request.min_duration_s)
+        on_progress(Stage.ANALYZING, 30 if role == "target" else 60)
+        if role == "target":
+            duration_s = track.duration_s
+        measured[role] = analyze_track(track)
+        del track
+    target = measured["target"]
+    reference = measured.get("reference")
+    analysis: dict[str, Any] = analysis_document(target, reference=reference)
+    reference_lufs = reference.lufs if reference else None
+    cached = request.reference_profile
+    if reference is None and cached is not None and cached.analysis is not None:
+        # A reference measured by an earlier job of this owner (the profile cache).
+        analysis = {"reference": cached.analysis, **analysis}
+        reference_lufs = cached.lufs
+    return MasteringOutcome(
+        files={},
+        metrics={
+            "duration_s": _rounded(duration_s, 3),
+            "target_lufs": _rounded(target.lufs),
+            "reference_lufs": _rounded(reference_lufs),
+        },
+        analysis=analysis,
     )

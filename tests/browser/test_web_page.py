@@ -10,12 +10,8 @@ server adds an allow-any-origin header to its other answers (its "global CORS"; 
 it off also drops the header S3 puts on a form upload's answer, so the page could not
 upload at all), so for the results bucket the rule is checked by its preflight.
 
-Previews and ``analysis`` are being added to the backend (issue 12). Until a job
-carries them, the job's answer gets *stand-ins* in the browser (previews: two of the
-job's own result files; analysis: band levels this test measures on the real input
-and result files) so the page's A/B player, table and plot are still exercised on
-real audio. Set ``REQUIRE_PREVIEWS_AND_ANALYSIS`` once the backend sends them: a job
-without them then fails this test instead.
+The previews, the table and the plot show what the service itself sent: the job's
+previews and its ``analysis``, each checked to be there.
 """
 
 from __future__ import annotations
@@ -23,7 +19,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
-import json
 import os
 import re
 import shutil
@@ -38,10 +33,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
-import numpy as np
 import pytest
 import requests
-import soundfile as sf
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.audio_factory import tone_mix, write_wav
@@ -51,7 +44,6 @@ from tests.local.serve_process import API_KEY, free_port, serve_command, serve_e
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 # Flip once the backend sends `previews` and `analysis` (issue 12, parts 1-4).
-REQUIRE_PREVIEWS_AND_ANALYSIS = False
 OWNER = "browser-test"
 RATE = 44_100
 # Guards against a hung stack or page, not performance checks.
@@ -238,69 +230,18 @@ def tracks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def band_levels(samples: np.ndarray[Any, Any], rate: int, centres: list[float]) -> list[float]:
-    """Mean power per half-octave band around each centre, in dB (the stand-in's meter)."""
-    mono = samples.mean(axis=1) if samples.ndim == 2 else samples
-    power = np.abs(np.fft.rfft(mono)) ** 2 / max(mono.size, 1)
-    freqs = np.fft.rfftfreq(mono.size, 1 / rate)
-    levels = []
-    for centre in centres:
-        band = power[(freqs >= centre / 2**0.25) & (freqs < centre * 2**0.25)]
-        levels.append(round(10 * float(np.log10(band.mean() + 1e-20)), 2))
-    return levels
-
-
-def stand_in_analysis(job: dict[str, Any], tracks: dict[str, Path]) -> dict[str, Any]:
-    """`analysis` as DESIGN.md shapes it, measured here on the job's real files."""
-    centres = [31.25 * 2 ** (k / 2) for k in range(19)]
-    result_bytes = requests.get(job["results"]["wav16"]["url"], timeout=30).content
-    metrics = job.get("metrics") or {}
-    measured: dict[str, Any] = {"band_centres_hz": centres}
-    for role, data, lufs, true_peak in (
-        ("target", tracks["target"].read_bytes(), metrics.get("target_lufs"), None),
-        ("reference", tracks["reference"].read_bytes(), metrics.get("reference_lufs"), None),
-        (
-            "result",
-            result_bytes,
-            metrics.get("result_lufs"),
-            metrics.get("result_true_peak_dbtp"),
-        ),
-    ):
-        samples, rate = sf.read(io.BytesIO(data), dtype="float32")
-        measured[role] = {
-            "lufs": lufs,
-            "loudness_range_lu": None,
-            "true_peak_dbtp": true_peak,
-            "sample_peak_dbfs": round(20 * float(np.log10(np.max(np.abs(samples)))), 2),
-            "bands_db": band_levels(samples, rate, centres),
-        }
-    return measured
-
-
 @dataclass
-class StandIns:
-    """Adds previews and analysis to a succeeded job's answer when the backend lacks them."""
+class JobRecorder:
+    """Passes the page's job reads through, keeping the last succeeded job's body."""
 
-    tracks: dict[str, Path]
-    used: set[str] = field(default_factory=set)
-    real: dict[str, Any] = field(default_factory=dict)
+    job: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, route: Route) -> None:
         response = route.fetch()
-        job = response.json()
-        if job.get("status") != "succeeded":
-            route.fulfill(response=response)
-            return
-        self.real = json.loads(json.dumps(job))
-        results = job["results"]
-        if "preview_target" not in results and "preview_result" not in results:
-            results["preview_target"] = results["wav16"]
-            results["preview_result"] = results["wav24"]
-            self.used.add("previews")
-        if "analysis" not in job:
-            job["analysis"] = stand_in_analysis(job, self.tracks)
-            self.used.add("analysis")
-        route.fulfill(response=response, json=job)
+        body = response.json()
+        if body.get("status") == "succeeded":
+            self.job = body
+        route.fulfill(response=response)
 
 
 # ---------------------------------------------------------------- the checks on the page
@@ -390,18 +331,16 @@ def test_a_person_masters_a_track_in_the_browser(
     # (the presets and the platforms' loudness come from GET /presets)
     expect(page.get_by_label("Preset", exact=True).locator("option")).not_to_have_count(0)
     expect(page.locator("#loudness-platforms option[value=spotify]")).to_have_count(1)
-    stand_ins = StandIns(tracks)
-    page.route(lambda url: urlsplit(url).path.startswith("/jobs/"), stand_ins)
+    recorder = JobRecorder()
+    page.route(lambda url: urlsplit(url).path.startswith("/jobs/"), recorder)
 
     # When they pick a target and a reference, two formats, previews where the service
     # makes them, a loudness and a ceiling, and start
     page.get_by_label("Your track (target)").set_input_files(tracks["target"])
     page.get_by_label("Reference track", exact=True).set_input_files(tracks["reference"])
     page.get_by_label("WAV 24-bit").check()
-    previews_supported = accepts(api_schema, "CreateJobRequest", "previews")
-    assert previews_supported or not REQUIRE_PREVIEWS_AND_ANALYSIS, "the API takes no previews"
-    if previews_supported:
-        page.get_by_label("Also make A/B previews").check()
+    assert accepts(api_schema, "CreateJobRequest", "previews")
+    page.get_by_label("Also make A/B previews").check()
     page.get_by_label("Loudness", exact=True).select_option("spotify")
     page.get_by_label("Ceiling").fill("-1.5")
     page.get_by_role("button", name="Start").click()
@@ -410,18 +349,16 @@ def test_a_person_masters_a_track_in_the_browser(
     expect(page.locator("#progress-text")).not_to_be_empty()
     assert wait_for_end(page) == "succeeded", (error_text(page), opened.problems)
     expect(page.locator("#status")).to_contain_text("Done")
-    job = stand_ins.real
+    job = recorder.job
     assert job["mastering"]["loudness_lufs"] == -14.0
     assert job["mastering"]["true_peak_dbtp"] == -1.5
-    if REQUIRE_PREVIEWS_AND_ANALYSIS:
-        assert not stand_ins.used, f"the backend sent no {', '.join(sorted(stand_ins.used))}"
-    if previews_supported:
-        assert "previews" not in stand_ins.used, "previews were asked for but not made"
+    assert {"preview_target", "preview_result"} <= set(job["results"])
+    assert {"target", "reference", "result"} <= set(job["analysis"] or {})
 
     # And each result is a link to its file, which the page itself can fetch (the
     # results bucket lets this origin in): a WAV as long as the target
     links = page.locator("#downloads a")
-    expect(links).to_have_count(len(job["results"]) + (2 if "previews" in stand_ins.used else 0))
+    expect(links).to_have_count(len(job["results"]))
     wav16 = page.locator('#downloads a[data-format="wav16"]')
     expect(wav16).to_have_attribute("target", "_blank")
     wav16_url = wav16.get_attribute("href") or ""
@@ -622,9 +559,7 @@ def test_the_preview_and_analyze_modes(
     api_schema: dict[str, Any],
     mode: str,
 ) -> None:
-    if not accepts(api_schema, "CreateJobRequest", "mode"):
-        assert not REQUIRE_PREVIEWS_AND_ANALYSIS, "the API takes no mode"
-        pytest.skip("this API takes no `mode` yet (issue 12): nothing to check")
+    assert accepts(api_schema, "CreateJobRequest", "mode")
     # Given the connected page, a target and a reference
     opened = open_page()
     page = opened.page
@@ -639,7 +574,11 @@ def test_the_preview_and_analyze_modes(
     assert wait_for_end(page) == "succeeded", error_text(page)
     expect(page.locator("#loudness-table tbody tr")).not_to_have_count(0)
     expect(page.locator("#loudness-caption")).to_contain_text("Measured by the service")
-    assert all(count > 50 for count in coloured_pixels(page).values())
+    # (an analysis renders nothing: no result line)
+    drawn = {name for name, count in coloured_pixels(page).items() if count > 50}
+    assert drawn == (
+        {"target", "reference"} if mode == "analyze" else {"target", "reference", "result"}
+    )
     if mode == "preview":
         # And the two previews are the results, in the A/B player
         expect(page.locator("#ab")).to_be_visible()

@@ -246,6 +246,14 @@ def run(moto: Moto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         run.answers["cancel"] = presign.invoke(
             api_event("POST", f"/jobs/{cancelled}/cancel", route="POST /jobs/{job_id}/cancel")
         )
+        # The cancelled job's upload lands after the cancel: its event starts nothing
+        # and the master removes the file.
+        late = f"uploads/{cancelled}/target"
+        moto.client("s3").put_object(Bucket=uploads, Key=late, Body=audio[:1000])
+        run.answers["master-late"] = master.invoke(s3_event(uploads, late, 1000))
+        run.answers["late-upload-left"] = (
+            moto.client("s3").list_objects_v2(Bucket=uploads, Prefix=late).get("KeyCount", 0)
+        )
         moto.client("s3").put_object(
             Bucket=uploads, Key=f"uploads/{mastered}/target", Body=audio[:1000]
         )
@@ -355,6 +363,8 @@ def test_jobs_are_listed_cancelled_and_deleted_as_deployed(run: Run) -> None:
     ]
     assert [job["job_id"] for job in listed["jobs"]] == list(reversed(created))[1:]
     assert run.body("cancel")["status"] == "cancelled"
+    assert run.answers["master-late"] == {"jobs": {}}
+    assert run.answers["late-upload-left"] == 0
     assert run.answers["delete"]["statusCode"] == 204
     assert run.answers["get-deleted"]["statusCode"] == 404
 

@@ -30,11 +30,14 @@ from mastering.errors import (
     IdenticalInputs,
     InternalError,
     InvalidAudio,
+    JobCancelled,
     MasteringError,
+    OutOfDisk,
     UploadMissing,
+    is_out_of_disk,
 )
-from mastering.formats import OUTPUT_SPECS, InputRole, ResultName
-from mastering.jobs.model import Job, JobStatus, ResultObject, Stage, utc_now
+from mastering.formats import RESULT_SPECS, InputRole, ResultName
+from mastering.jobs.model import Job, JobMode, JobStatus, ResultObject, Stage, utc_now
 from mastering.jobs.rules import processing_deadline
 from mastering.jobs.store import JobStore
 from mastering.pipeline import MasteringOutcome, MasteringRequest, ProgressCallback
@@ -60,6 +63,7 @@ class Isolator(Protocol):
         *,
         budget_s: float,
         on_progress: ProgressCallback,
+        should_stop: Callable[[], bool] | None = None,
     ) -> T: ...
 
 
@@ -103,10 +107,7 @@ def accept_upload(notice: UploadNotice, *, ports: WorkerPorts) -> Job | None:
     now = ports.clock()
     job = ports.store.record_upload(parsed.job_id, parsed.role, now=now)
     if job is None:
-        logger.info(
-            "upload for a job that is unknown or no longer waiting",
-            extra={"job_id": parsed.job_id, "role": str(parsed.role)},
-        )
+        _drop_orphan_upload(notice, parsed.job_id, ports)
         return None
     if parsed.role not in job.required_roles:
         logger.warning("upload of an input the job does not use", extra={"job_id": job.job_id})
@@ -122,6 +123,21 @@ def accept_upload(notice: UploadNotice, *, ports: WorkerPorts) -> Job | None:
         percent=0,
         deadline_at=processing_deadline(settings, now),
     )
+
+
+def _drop_orphan_upload(notice: UploadNotice, job_id: str, ports: WorkerPorts) -> None:
+    """An upload no job will use (its job ended, was cancelled or deleted) is removed
+    now rather than by the bucket's one-day rule; one whose job is queued or running
+    (a repeated S3 event) is left alone."""
+    current = ports.store.get(job_id)
+    if current is not None and not current.status.is_terminal:
+        logger.info("repeated upload event for a job under way", extra={"job_id": job_id})
+        return
+    logger.info(
+        "removing an upload its job will never use",
+        extra={"job_id": job_id, "status": str(current.status) if current else "unknown"},
+    )
+    ports.storage.delete(notice.bucket, [notice.key])
 
 
 def clean_stale_work_dirs(work_dir: Path) -> None:
@@ -146,11 +162,15 @@ def run_job(job: Job, *, remaining_s: Callable[[], float], ports: WorkerPorts) -
         uploads = _check_uploads(claimed, ports)
         cached = _cached_profile(claimed, uploads, ports)
         request = _mastering_request(claimed, uploads, cached, work, ports)
-        outcome = _master_isolated(request, remaining_s, report, ports)
+        _stop_if_cancelled(claimed, ports)
+        outcome = _master_isolated(claimed, request, remaining_s, report, ports)
         if cached is None:
             _cache_profile(claimed, uploads, outcome, ports)
+        _stop_if_cancelled(claimed, ports)
         results = _upload_results(claimed, outcome, written, report, ports)
         ended = _succeed(claimed, outcome, results, started, written, ports)
+    except JobCancelled:
+        ended = _stopped(claimed, written, ports)
     except MasteringError as error:
         ended = _fail(claimed, error, written, ports)
     except Exception:
@@ -159,6 +179,31 @@ def run_job(job: Job, *, remaining_s: Callable[[], float], ports: WorkerPorts) -
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ended
+
+
+def _still_ours(job: Job, ports: WorkerPorts) -> bool:
+    """Whether this run still owns the job: not cancelled, deleted or ended by the
+    lifecycle function meanwhile."""
+    current = ports.store.get(job.job_id)
+    return (
+        current is not None
+        and current.status is JobStatus.PROCESSING
+        and current.attempt_id == job.attempt_id
+    )
+
+
+def _stop_if_cancelled(job: Job, ports: WorkerPorts) -> None:
+    if not _still_ours(job, ports):
+        raise JobCancelled("The job was cancelled")
+
+
+def _stopped(job: Job, written: list[str], ports: WorkerPorts) -> Job:
+    """The job was cancelled (or ended by someone else) under this run: publish
+    nothing, and leave the job as that request wrote it."""
+    logger.info("job stopped: no longer ours", extra={"job_id": job.job_id})
+    if written:
+        ports.storage.delete(ports.settings.results_bucket, written)
+    return ports.store.get(job.job_id) or job
 
 
 def _claim(job: Job, ports: WorkerPorts) -> Job | None:
@@ -238,12 +283,17 @@ def _download(job: Job, role: InputRole, work: Path, ports: WorkerPorts) -> Path
     settings = ports.settings
     # Local names are fixed by role: user file names never reach the file system.
     path = work / f"input-{role}"
-    ports.storage.download(
-        settings.uploads_bucket,
-        upload_key(job.job_id, role),
-        path,
-        max_bytes=min(job.inputs[role].size, settings.max_upload_bytes),
-    )
+    try:
+        ports.storage.download(
+            settings.uploads_bucket,
+            upload_key(job.job_id, role),
+            path,
+            max_bytes=min(job.inputs[role].size, settings.max_upload_bytes),
+        )
+    except OSError as error:
+        if is_out_of_disk(error):
+            raise OutOfDisk() from error
+        raise
     return path
 
 
@@ -256,7 +306,10 @@ def _mastering_request(
 ) -> MasteringRequest:
     """Download what the job still needs and say what to master."""
     settings = ports.settings
-    needs_reference = InputRole.REFERENCE in uploads and cached is None
+    # An analysis needs the reference's meters: a cached profile from before profiles
+    # carried them lacks them.
+    lacks_meters = job.mode is JobMode.ANALYZE and cached is not None and cached.analysis is None
+    needs_reference = InputRole.REFERENCE in uploads and (cached is None or lacks_meters)
     return MasteringRequest(
         target=_download(job, InputRole.TARGET, work, ports),
         reference=_download(job, InputRole.REFERENCE, work, ports) if needs_reference else None,
@@ -264,6 +317,8 @@ def _mastering_request(
         preset_id=job.preset,
         options=job.mastering,
         outputs=job.outputs,
+        mode=job.mode,
+        previews=job.previews,
         work_dir=work,
         min_duration_s=settings.min_duration_s,
         max_duration_s=settings.max_duration_s,
@@ -277,6 +332,7 @@ def _reserve_s(remaining_s: float) -> float:
 
 
 def _master_isolated(
+    job: Job,
     request: MasteringRequest,
     remaining_s: Callable[[], float],
     report: ProgressCallback,
@@ -289,6 +345,8 @@ def _master_isolated(
         lambda progress: master(request, progress),
         budget_s=remaining - _reserve_s(remaining),
         on_progress=report,
+        # Read about once a second: a cancel stops the engine within seconds.
+        should_stop=lambda: not _still_ours(job, ports),
     )
 
 
@@ -319,7 +377,7 @@ def _upload_results(
     for fmt, path in outcome.files.items():
         key = result_key(job.job_id, fmt)
         written.append(key)
-        size = ports.storage.upload(bucket, key, path, content_type=OUTPUT_SPECS[fmt].content_type)
+        size = ports.storage.upload(bucket, key, path, content_type=RESULT_SPECS[fmt].content_type)
         measured = outcome.measurements.get(fmt)
         results[fmt] = ResultObject(
             key=key,
@@ -350,6 +408,7 @@ def _succeed(
         metrics=metrics,
         mastering=outcome.options,
         warnings=tuple(warning.to_dict() for warning in outcome.warnings),
+        analysis=outcome.analysis,
     )
     if finished is None:
         # Someone (the on-failure handler or the sweep) ended the job meanwhile;

@@ -14,6 +14,13 @@
 -- the previous version of the functions keeps working in between; rows it
 -- writes meanwhile keep `previews` as it was.
 
+-- A JSON null (rather than SQL null) would fail the check below; PostgREST
+-- passes null arguments as SQL null, so no row should have one, but the
+-- migration must not stop on one if it does.
+update public.mastering_jobs
+   set analysis = null
+ where jsonb_typeof(analysis) = 'null';
+
 -- Rows from before previews existed rendered none.
 alter table public.mastering_jobs
   add column previews boolean not null default false,

@@ -17,6 +17,8 @@ import { PGlite } from "npm:@electric-sql/pglite@0.5.16";
 const MIGRATIONS = new URL("../../migrations/", import.meta.url);
 /** The first migration, which may be deployed without the later ones. */
 const FIRST_MIGRATION = "20261123094448_mastering_jobs.sql";
+/** The one that added `analysis`, which may be deployed without previews. */
+const OPTIONS_MIGRATION = "20261130090000_mastering_jobs_options_cancel.sql";
 
 // What a Supabase database has before any project migration runs, reduced to
 // what these migrations touch.
@@ -51,6 +53,8 @@ async function migrationFiles(): Promise<string[]> {
 interface Upgraded {
   owner: string;
   jobId: string;
+  /** Written after OPTIONS_MIGRATION with a JSON null (not SQL null) analysis. */
+  jsonNullAnalysisJob: string;
 }
 
 /**
@@ -65,7 +69,8 @@ async function migratedDatabase(): Promise<{ pg: PGlite; legacy: Upgraded }> {
     const files = await migrationFiles();
     assert.equal(files[0], FIRST_MIGRATION);
     assert.ok(files.length >= 2, "the options/cancel migration is missing");
-    let legacy: Upgraded | null = null;
+    let legacy: Omit<Upgraded, "jsonNullAnalysisJob"> | null = null;
+    let jsonNullAnalysisJob: string | null = null;
     for (const name of files) {
       await pg.exec(await Deno.readTextFile(new URL(name, MIGRATIONS)));
       if (name === FIRST_MIGRATION) {
@@ -79,8 +84,20 @@ async function migratedDatabase(): Promise<{ pg: PGlite; legacy: Upgraded }> {
         );
         legacy = { owner, jobId };
       }
+      if (name === OPTIONS_MIGRATION) {
+        jsonNullAnalysisJob = crypto.randomUUID();
+        await pg.query(
+          `insert into public.mastering_jobs
+             (job_id, owner_id, status, analysis)
+           values ($1, $2, 'succeeded', 'null'::jsonb)`,
+          [jsonNullAnalysisJob, legacy!.owner],
+        );
+      }
     }
-    return { pg, legacy: legacy! };
+    return {
+      pg,
+      legacy: { ...legacy!, jsonNullAnalysisJob: jsonNullAnalysisJob! },
+    };
   } catch (error) {
     await pg.close();
     throw error;
@@ -250,6 +267,13 @@ Deno.test("migrations", async (t) => {
         // And it can still end the new way
         await sync(pg, legacy.jobId, legacy.owner, "cancelled", 0);
         assert.equal((await row(pg, legacy.jobId)).status, "cancelled");
+        // And a JSON null analysis from before the check became SQL null
+        const nulled = await pg.query<{ kind: string | null }>(
+          `select jsonb_typeof(analysis) as kind from public.mastering_jobs
+            where job_id = $1`,
+          [legacy.jsonNullAnalysisJob],
+        );
+        assert.deepStrictEqual(nulled.rows, [{ kind: null }]);
       },
     );
 

@@ -300,6 +300,12 @@ async function createJob(req: Request, deps: Deps): Promise<Response> {
   const jobId = created.job_id.toLowerCase();
   const status = created.status as JobStatus;
   const asked = checked.value;
+  // The API's 201 carries neither today (docs/openapi.json, JobCreated); use
+  // its echo should it come, else the request's.
+  const mode = typeof created.mode === "string" ? created.mode : asked.mode;
+  const previews = typeof created.previews === "boolean"
+    ? created.previews
+    : asked.previews;
 
   try {
     await deps.store.upsertCreated({
@@ -312,7 +318,8 @@ async function createJob(req: Request, deps: Deps): Promise<Response> {
       mastering: isObject(created.mastering)
         ? created.mastering
         : asked.mastering,
-      mode: typeof created.mode === "string" ? created.mode : asked.mode,
+      mode,
+      previews,
     });
   } catch (error) {
     // Without the row, RLS-scoped reads and Realtime would never show this
@@ -329,9 +336,13 @@ async function createJob(req: Request, deps: Deps): Promise<Response> {
     );
   }
   deps.log("info", "job created", { job_id: jobId, owner_id: caller.userId });
+  // mode and previews tell the UI what to wait for (results, previews, or
+  // only an analysis) before the first job body arrives.
   return jsonResponse(201, {
     job_id: jobId,
     status,
+    mode,
+    previews,
     uploads: created.uploads,
   });
 }

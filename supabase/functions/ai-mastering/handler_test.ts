@@ -87,8 +87,17 @@ Deno.test("POST creates a job for the JWT's user and records it", async () => {
     const body = await json(response);
     assert.equal(response.status, 201, JSON.stringify(body));
     assert.equal(response.headers.get(CORS_ORIGIN), "*");
-    assert.deepEqual(Object.keys(body).sort(), ["job_id", "status", "uploads"]);
+    assert.deepEqual(Object.keys(body).sort(), [
+      "job_id",
+      "mode",
+      "previews",
+      "status",
+      "uploads",
+    ]);
     assert.equal(body.status, "awaiting_upload");
+    // A plain master with no previews, as nothing else was asked
+    assert.equal(body.mode, "master");
+    assert.equal(body.previews, false);
     assert.equal(
       body.uploads.target.fields.key,
       `uploads/${body.job_id}/target`,
@@ -110,6 +119,8 @@ Deno.test("POST creates a job for the JWT's user and records it", async () => {
     assert.equal(row.status, "awaiting_upload");
     assert.deepEqual(row.metadata, { track_id: "t-1" });
     assert.deepEqual(row.progress, { stage: "awaiting_upload", percent: 0 });
+    assert.equal(row.mode, "master");
+    assert.equal(row.previews, false);
   });
 });
 
@@ -147,10 +158,14 @@ Deno.test("POST passes mastering options, previews and mode through and records 
 
     // Then the API got the body unchanged
     assert.deepEqual(api.requests[0].body, request);
-    // And the row records the options as asked and the mode
+    // And the user is told what the job will render
+    assert.equal(created.mode, "preview");
+    assert.equal(created.previews, true);
+    // And the row records the options as asked, the mode and the previews
     let row = await deps.store.get(created.job_id);
     assert.deepEqual(row?.mastering, request.mastering);
     assert.equal(row?.mode, "preview");
+    assert.equal(row?.previews, true);
     assert.deepEqual(row?.warnings, []);
     assert.equal(row?.analysis, null);
 
@@ -245,6 +260,79 @@ Deno.test("POST in analyze mode needs neither reference nor preset", async () =>
       "reference",
       "target",
     ]);
+  });
+});
+
+Deno.test("a preview job is recorded as rendering previews without asking", async () => {
+  await withFakeApi(async (api) => {
+    // Given a request for mode "preview" that does not set previews
+    const deps = testDeps(api.url);
+    const response = await handler(
+      apiRequest("POST", {
+        body: { target: TARGET, preset: "balanced", mode: "preview" },
+      }),
+      deps,
+    );
+    const created = await json(response);
+    assert.equal(response.status, 201, JSON.stringify(created));
+    // Then the answer and the row say previews are coming: they are the
+    // only results of a preview job
+    assert.equal(created.previews, true);
+    assert.equal((await deps.store.get(created.job_id))?.previews, true);
+    // And the API got the request as sent, nothing added
+    assert.deepEqual(api.requests[0].body, {
+      target: TARGET,
+      preset: "balanced",
+      mode: "preview",
+    });
+  });
+});
+
+Deno.test("POST refuses a body that names an owner: the owner is the JWT's user", async () => {
+  await withFakeApi(async (api) => {
+    // Given ALICE signed in, naming BOB as the owner in every way she might
+    const deps = testDeps(api.url);
+    for (const field of ["owner_id", "owner", "user_id"]) {
+      const response = await handler(
+        apiRequest("POST", {
+          body: { target: TARGET, preset: "balanced", [field]: BOB },
+        }),
+        deps,
+      );
+      // Then she is told why, and nothing reaches the API or the table
+      const body = await json(response);
+      assert.equal(response.status, 400, field);
+      assert.equal(body.error.code, "invalid_request");
+      assert.match(
+        body.error.message,
+        new RegExp(`^${field} cannot be given: .*signed-in user`),
+      );
+    }
+    assert.equal(api.requests.length, 0);
+    assert.equal(deps.store.rows.size, 0);
+  });
+});
+
+Deno.test("POST takes null options as the API does: the defaults", async () => {
+  await withFakeApi(async (api) => {
+    // Given options set to null, which the API reads as "the default"
+    const deps = testDeps(api.url);
+    const request = {
+      target: TARGET,
+      preset: "balanced",
+      mastering: {
+        loudness: null,
+        true_peak_dbtp: null,
+        intensity: null,
+        limiter: null,
+      },
+    };
+    // When the job is created
+    const response = await handler(apiRequest("POST", { body: request }), deps);
+    // Then the function does not refuse what the API accepts
+    assert.equal(response.status, 201);
+    await response.body?.cancel();
+    assert.deepEqual(api.requests[0].body, request);
   });
 });
 
@@ -367,6 +455,7 @@ Deno.test("GET stores the job's warnings, analysis and resolved options", async 
     const job = api.jobs.get(created.job_id)!;
     job.body = jobBody(created.job_id, "succeeded", {
       mastering: job.body.mastering,
+      previews: job.body.previews,
       warnings,
       results,
     });
@@ -385,6 +474,7 @@ Deno.test("GET stores the job's warnings, analysis and resolved options", async 
     assert.deepEqual(row?.warnings, warnings);
     assert.deepEqual(row?.analysis, ANALYSIS);
     assert.deepEqual(row?.results, results);
+    assert.equal(row?.previews, true);
     assert.equal(
       (row?.mastering as { loudness_lufs: number }).loudness_lufs,
       -11,
@@ -393,7 +483,7 @@ Deno.test("GET stores the job's warnings, analysis and resolved options", async 
   });
 });
 
-Deno.test("GET from an API without the new fields keeps the recorded options", async () => {
+Deno.test("GET from an API without the new fields keeps the recorded options and previews", async () => {
   await withFakeApi(async (api) => {
     // Given a job created with options, and an API that does not echo them
     const deps = testDeps(api.url);
@@ -401,7 +491,12 @@ Deno.test("GET from an API without the new fields keeps the recorded options", a
     const created = await json(
       await handler(
         apiRequest("POST", {
-          body: { target: TARGET, preset: "balanced", mastering: asked },
+          body: {
+            target: TARGET,
+            preset: "balanced",
+            mastering: asked,
+            previews: true,
+          },
         }),
         deps,
       ),
@@ -422,6 +517,7 @@ Deno.test("GET from an API without the new fields keeps the recorded options", a
     assert.equal(row?.status, "processing");
     assert.deepEqual(row?.mastering, asked);
     assert.equal(row?.mode, "master");
+    assert.equal(row?.previews, true);
     assert.deepEqual(row?.warnings, []);
   });
 });

@@ -44,8 +44,9 @@ export type JsonObject = { [key: string]: Json };
 
 /**
  * The fields of a job body that the `mastering_jobs` row mirrors. The last
- * four came with the mastering options, previews and modes; an API that does
- * not send them yet gives null here, and the row keeps what it had.
+ * five came with the mastering options, previews and modes; an API that does
+ * not send them yet gives null here, and the row keeps what it had (no
+ * warnings and no analysis are stored as such).
  */
 export interface JobSnapshot {
   job_id: string;
@@ -66,6 +67,8 @@ export interface JobSnapshot {
    * not make this function refuse (and the sender retry) a job's events.
    */
   mode: string | null;
+  /** Whether the job renders `results.preview_target` / `preview_result`. */
+  previews: boolean | null;
 }
 
 export const WEBHOOK_EVENT_TYPES = [
@@ -134,6 +137,13 @@ export function parseJobSnapshot(value: unknown): Parsed<JobSnapshot> {
   if (mode !== undefined && mode !== null && typeof mode !== "string") {
     return { ok: false, message: "mode must be a string or null" };
   }
+  const previews = value.previews;
+  if (
+    previews !== undefined && previews !== null &&
+    typeof previews !== "boolean"
+  ) {
+    return { ok: false, message: "previews must be true, false or null" };
+  }
   const pick = (key: string): JsonObject | null => {
     const field = value[key];
     return isObject(field) ? field : null;
@@ -151,6 +161,7 @@ export function parseJobSnapshot(value: unknown): Parsed<JobSnapshot> {
       warnings: Array.isArray(warnings) ? warnings as JsonObject[] : null,
       analysis: pick("analysis"),
       mode: typeof mode === "string" ? mode : null,
+      previews: typeof previews === "boolean" ? previews : null,
     },
   };
 }
@@ -203,29 +214,48 @@ export interface CreateJobRequest {
   mode: JobMode;
   /** The options as asked (unresolved), or null when none were given. */
   mastering: JsonObject | null;
+  /**
+   * Whether the job will render the two previews: asked for, or implied by
+   * `mode: "preview"`, whose only results they are (DESIGN.md "Previews and
+   * modes"). The first synced job body replaces it with the API's own value.
+   */
+  previews: boolean;
 }
+
+/**
+ * Body fields that would name an owner. The owner is the JWT's user and
+ * travels as X-Owner-Id; the API would refuse these as unknown fields anyway,
+ * but a request that tries to choose its owner deserves its own answer, and
+ * must never get as far as the API.
+ */
+const OWNER_FIELDS = ["owner", "owner_id", "user_id"] as const;
 
 function isMode(value: unknown): value is JobMode {
   return typeof value === "string" &&
     (JOB_MODES as readonly string[]).includes(value);
 }
 
+/** Absent, or null: the API takes null for "the default" in each option. */
+function unset(value: unknown): value is undefined | null {
+  return value === undefined || value === null;
+}
+
 /** The `mastering` options' types (ranges and platform ids are the API's). */
 function checkMasteringOptions(value: JsonObject): string | null {
   const { loudness, true_peak_dbtp, intensity, limiter } = value;
   if (
-    loudness !== undefined && typeof loudness !== "string" &&
+    !unset(loudness) && typeof loudness !== "string" &&
     typeof loudness !== "number"
   ) {
     return "mastering.loudness must be 'reference', a LUFS number or a platform id";
   }
-  if (true_peak_dbtp !== undefined && typeof true_peak_dbtp !== "number") {
+  if (!unset(true_peak_dbtp) && typeof true_peak_dbtp !== "number") {
     return "mastering.true_peak_dbtp must be a number (dBTP)";
   }
-  if (intensity !== undefined && typeof intensity !== "number") {
+  if (!unset(intensity) && typeof intensity !== "number") {
     return "mastering.intensity must be a number from 0 to 1";
   }
-  if (limiter !== undefined && typeof limiter !== "string") {
+  if (!unset(limiter) && typeof limiter !== "string") {
     return "mastering.limiter must be 'true_peak' or 'matchering'";
   }
   return null;
@@ -239,6 +269,14 @@ function checkMasteringOptions(value: JsonObject): string | null {
 export function checkCreateJobBody(value: unknown): Parsed<CreateJobRequest> {
   if (!isObject(value)) {
     return { ok: false, message: "The body must be a JSON object" };
+  }
+  const named = OWNER_FIELDS.find((field) => field in value);
+  if (named !== undefined) {
+    return {
+      ok: false,
+      message:
+        `${named} cannot be given: a job belongs to the signed-in user who creates it`,
+    };
   }
   if (!isObject(value.target)) {
     return {
@@ -309,6 +347,7 @@ export function checkCreateJobBody(value: unknown): Parsed<CreateJobRequest> {
       body: value,
       mode,
       mastering: isObject(mastering) ? mastering : null,
+      previews: value.previews === true || mode === "preview",
     },
   };
 }

@@ -17,6 +17,8 @@ import { PGlite } from "npm:@electric-sql/pglite@0.5.16";
 const MIGRATIONS = new URL("../../migrations/", import.meta.url);
 /** The first migration, which may be deployed without the later ones. */
 const FIRST_MIGRATION = "20261123094448_mastering_jobs.sql";
+/** The one that added `analysis`, which may be deployed without previews. */
+const OPTIONS_MIGRATION = "20261130090000_mastering_jobs_options_cancel.sql";
 
 // What a Supabase database has before any project migration runs, reduced to
 // what these migrations touch.
@@ -51,6 +53,8 @@ async function migrationFiles(): Promise<string[]> {
 interface Upgraded {
   owner: string;
   jobId: string;
+  /** Written after OPTIONS_MIGRATION with a JSON null (not SQL null) analysis. */
+  jsonNullAnalysisJob: string;
 }
 
 /**
@@ -65,7 +69,8 @@ async function migratedDatabase(): Promise<{ pg: PGlite; legacy: Upgraded }> {
     const files = await migrationFiles();
     assert.equal(files[0], FIRST_MIGRATION);
     assert.ok(files.length >= 2, "the options/cancel migration is missing");
-    let legacy: Upgraded | null = null;
+    let legacy: Omit<Upgraded, "jsonNullAnalysisJob"> | null = null;
+    let jsonNullAnalysisJob: string | null = null;
     for (const name of files) {
       await pg.exec(await Deno.readTextFile(new URL(name, MIGRATIONS)));
       if (name === FIRST_MIGRATION) {
@@ -79,8 +84,20 @@ async function migratedDatabase(): Promise<{ pg: PGlite; legacy: Upgraded }> {
         );
         legacy = { owner, jobId };
       }
+      if (name === OPTIONS_MIGRATION) {
+        jsonNullAnalysisJob = crypto.randomUUID();
+        await pg.query(
+          `insert into public.mastering_jobs
+             (job_id, owner_id, status, analysis)
+           values ($1, $2, 'succeeded', 'null'::jsonb)`,
+          [jsonNullAnalysisJob, legacy!.owner],
+        );
+      }
     }
-    return { pg, legacy: legacy! };
+    return {
+      pg,
+      legacy: { ...legacy!, jsonNullAnalysisJob: jsonNullAnalysisJob! },
+    };
   } catch (error) {
     await pg.close();
     throw error;
@@ -166,6 +183,7 @@ interface JobFields {
   warnings?: unknown;
   analysis?: unknown;
   mode?: string | null;
+  previews?: boolean | null;
 }
 
 /** The fields of a job body the SQL functions take after the first seven. */
@@ -175,6 +193,7 @@ function newer(fields: JobFields): unknown[] {
     fields.warnings ?? null,
     fields.analysis ?? null,
     fields.mode ?? null,
+    fields.previews ?? null,
   ];
 }
 
@@ -190,7 +209,8 @@ function apply(
     `select public.apply_mastering_webhook(
        p_webhook_id => $1, p_job_id => $2, p_status => $3, p_progress => $4,
        p_error => $5, p_results => $6, p_metrics => $7, p_mastering => $8,
-       p_warnings => $9, p_analysis => $10, p_mode => $11) as outcome`,
+       p_warnings => $9, p_analysis => $10, p_mode => $11,
+       p_previews => $12) as outcome`,
     [
       webhookId,
       jobId,
@@ -220,7 +240,8 @@ function sync(
     `select public.sync_mastering_job(
        p_job_id => $1, p_owner_id => $2, p_status => $3, p_progress => $4,
        p_error => null, p_results => '{}', p_metrics => null,
-       p_mastering => $5, p_warnings => $6, p_analysis => $7, p_mode => $8)`,
+       p_mastering => $5, p_warnings => $6, p_analysis => $7, p_mode => $8,
+       p_previews => $9)`,
     [jobId, owner, status, { stage: status, percent }, ...newer(fields)],
   );
 }
@@ -242,9 +263,17 @@ Deno.test("migrations", async (t) => {
         assert.deepEqual(kept.warnings, []);
         assert.equal(kept.mastering, null);
         assert.equal(kept.analysis, null);
+        assert.equal(kept.previews, false);
         // And it can still end the new way
         await sync(pg, legacy.jobId, legacy.owner, "cancelled", 0);
         assert.equal((await row(pg, legacy.jobId)).status, "cancelled");
+        // And a JSON null analysis from before the check became SQL null
+        const nulled = await pg.query<{ kind: string | null }>(
+          `select jsonb_typeof(analysis) as kind from public.mastering_jobs
+            where job_id = $1`,
+          [legacy.jsonNullAnalysisJob],
+        );
+        assert.deepStrictEqual(nulled.rows, [{ kind: null }]);
       },
     );
 
@@ -292,6 +321,9 @@ Deno.test("migrations", async (t) => {
           `select public.apply_mastering_webhook('x', '${job}', 'cancelled', null, null, null, null, null, null, null, 'master')`,
           `select public.sync_mastering_job('${job}', '${alice}', 'queued', null, null, null, null)`,
           `select public.sync_mastering_job('${job}', '${alice}', 'cancelled', null, null, null, null, null, null, null, null)`,
+          `select public.apply_mastering_webhook('x', '${job}', 'cancelled', null, null, null, null, null, null, null, 'master', true)`,
+          `select public.sync_mastering_job('${job}', '${alice}', 'cancelled', null, null, null, null, null, null, null, null, true)`,
+          `update public.mastering_jobs set previews = true where job_id = '${job}'`,
         ]
       ) {
         await assert.rejects(
@@ -311,8 +343,8 @@ Deno.test("migrations", async (t) => {
           order by 1`,
       );
       assert.deepStrictEqual(functions.rows, [
-        { name: "apply_mastering_webhook", args: 11 },
-        { name: "sync_mastering_job", args: 11 },
+        { name: "apply_mastering_webhook", args: 12 },
+        { name: "sync_mastering_job", args: 12 },
       ]);
     });
 
@@ -534,6 +566,67 @@ Deno.test("migrations", async (t) => {
         assert.deepStrictEqual(ended.mastering, RESOLVED);
       },
     );
+
+    await t.step(
+      "previews are stored, and kept when a body leaves them out",
+      async () => {
+        // Given a running job recorded as rendering previews
+        const alice = await newUser(pg);
+        const job = await newJob(pg, alice, "processing");
+        await pg.query(
+          "update public.mastering_jobs set previews = true where job_id = $1",
+          [job],
+        );
+        // When a poll without `previews` (an older API) comes in
+        await sync(pg, job, alice, "processing", 60);
+        // Then the row keeps them
+        assert.equal((await row(pg, job)).previews, true);
+        // When it succeeds with its preview files and an analysis
+        const previewResults = {
+          preview_target: { url: "https://s3/pt.mp3", size: 2 },
+          preview_result: { url: "https://s3/pr.mp3", size: 2 },
+        };
+        const outcome = await pg.query<{ outcome: string }>(
+          `select public.apply_mastering_webhook(
+             p_webhook_id => $1, p_job_id => $2, p_status => 'succeeded',
+             p_progress => '{}', p_error => null, p_results => $3,
+             p_metrics => null, p_analysis => $4, p_mode => 'preview',
+             p_previews => true) as outcome`,
+          [`msg_${job}`, job, previewResults, ANALYSIS],
+        );
+        // Then the row has the previews' URLs, the flag and the analysis
+        assert.equal(outcome.rows[0].outcome, "applied");
+        const ended = await row(pg, job);
+        assert.deepStrictEqual(ended.results, previewResults);
+        assert.equal(ended.previews, true);
+        assert.equal(ended.mode, "preview");
+        assert.deepStrictEqual(ended.analysis, ANALYSIS);
+
+        // And a job that renders none says so from its first synced body
+        const plain = await newJob(pg, alice, "queued");
+        await sync(pg, plain, alice, "processing", 10, { previews: false });
+        assert.equal((await row(pg, plain)).previews, false);
+        const before = (await row(pg, plain)).updated_at;
+        await sync(pg, plain, alice, "processing", 10, { previews: true });
+        const turned = await row(pg, plain);
+        assert.equal(turned.previews, true, "a change of previews is written");
+        assert.notDeepStrictEqual(turned.updated_at, before);
+      },
+    );
+
+    await t.step("an analysis that is not an object is refused", async () => {
+      const alice = await newUser(pg);
+      const job = await newJob(pg, alice, "processing");
+      // A JSON string goes as its text: a bare JS string would not be JSON.
+      for (const bad of [[1, 2], JSON.stringify("loud"), 3, true]) {
+        await assert.rejects(
+          () => sync(pg, job, alice, "succeeded", 100, { analysis: bad }),
+          /mastering_jobs_analysis_is_object/,
+          JSON.stringify(bad),
+        );
+      }
+      assert.equal((await row(pg, job)).status, "processing");
+    });
 
     await t.step(
       "statuses and warnings are checked; jobs go with their user",

@@ -26,6 +26,8 @@ export interface CreatedJob {
   /** The options as the API echoed them, else as asked; null if none. */
   mastering: JsonObject | null;
   mode: string;
+  /** Whether previews were asked for (or implied by `mode: "preview"`). */
+  previews: boolean;
 }
 
 /** One row of `public.mastering_jobs`, as PostgREST returns it. */
@@ -43,6 +45,8 @@ export interface JobRow {
   warnings: JsonObject[];
   analysis: JsonObject | null;
   mode: string;
+  /** Whether the job renders `results.preview_target` / `preview_result`. */
+  previews: boolean;
   metadata: JsonObject | null;
   last_webhook_id: string | null;
   created_at: string;
@@ -113,6 +117,7 @@ type MirroredFields = Pick<
   | "warnings"
   | "analysis"
   | "mode"
+  | "previews"
 >;
 
 /** In-memory store with the same rules as the SQL functions; for tests. */
@@ -140,6 +145,7 @@ export class MemoryJobStore implements JobStore {
       warnings: existing?.warnings ?? [],
       analysis: existing?.analysis ?? null,
       mode: job.mode,
+      previews: job.previews,
       metadata: job.metadata,
       last_webhook_id: existing?.last_webhook_id ?? null,
       created_at: existing?.created_at ?? now,
@@ -204,9 +210,9 @@ export class MemoryJobStore implements JobStore {
 }
 
 /**
- * What a job body writes into its row. Options and mode fall back to what the
- * row has, so a body from an API that does not send them yet keeps the values
- * recorded at creation; no warnings is an empty list.
+ * What a job body writes into its row. Options, mode and previews fall back
+ * to what the row has, so a body from an API that does not send them yet
+ * keeps the values recorded at creation; no warnings is an empty list.
  */
 function mirrored(row: JobRow, job: JobSnapshot): MirroredFields {
   return {
@@ -219,6 +225,7 @@ function mirrored(row: JobRow, job: JobSnapshot): MirroredFields {
     warnings: job.warnings ?? [],
     analysis: job.analysis,
     mode: job.mode ?? row.mode,
+    previews: job.previews ?? row.previews,
   };
 }
 
@@ -252,6 +259,7 @@ export class PostgrestJobStore implements JobStore {
         metadata: job.metadata,
         mastering: job.mastering,
         mode: job.mode,
+        previews: job.previews,
         updated_at: new Date().toISOString(),
       },
       "resolution=merge-duplicates,return=minimal",
@@ -277,6 +285,7 @@ export class PostgrestJobStore implements JobStore {
         p_warnings: job.warnings,
         p_analysis: job.analysis,
         p_mode: job.mode,
+        p_previews: job.previews,
       },
     );
     if (typeof outcome !== "string" || !OUTCOMES.has(outcome)) {
@@ -300,6 +309,7 @@ export class PostgrestJobStore implements JobStore {
       p_warnings: job.warnings,
       p_analysis: job.analysis,
       p_mode: job.mode,
+      p_previews: job.previews,
     });
   }
 

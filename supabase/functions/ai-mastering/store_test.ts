@@ -52,6 +52,20 @@ const JOB: JobSnapshot = {
       lufs: -14,
       true_peak_dbtp: -1,
     },
+    preview_target: {
+      url: "https://s3/preview-target.mp3",
+      expires_at: "t",
+      size: 1,
+      lufs: -14.1,
+      true_peak_dbtp: -2,
+    },
+    preview_result: {
+      url: "https://s3/preview-result.mp3",
+      expires_at: "t",
+      size: 1,
+      lufs: -14,
+      true_peak_dbtp: -1,
+    },
   },
   metrics: { duration_s: 3 },
   mastering: {
@@ -64,6 +78,7 @@ const JOB: JobSnapshot = {
   warnings: [{ code: "loudness_not_reached", message: "-14.8 LUFS" }],
   analysis: { target: { lufs: -20 }, band_centres_hz: [100, 1000] },
   mode: "master",
+  previews: true,
 };
 
 /** The job's new fields as the SQL functions take them. */
@@ -72,6 +87,7 @@ const NEWER_PARAMETERS = {
   p_warnings: JOB.warnings,
   p_analysis: JOB.analysis,
   p_mode: "master",
+  p_previews: true,
 };
 
 function assertServiceRole(headers: Headers): void {
@@ -90,6 +106,7 @@ Deno.test("upsertCreated upserts the row on job_id", async () => {
     metadata: { a: 1 },
     mastering: { loudness: -12 },
     mode: "preview",
+    previews: true,
   });
   assert.equal(sent.length, 1);
   const [request] = sent;
@@ -111,6 +128,7 @@ Deno.test("upsertCreated upserts the row on job_id", async () => {
   assert.deepEqual(body.metadata, { a: 1 });
   assert.deepEqual(body.mastering, { loudness: -12 });
   assert.equal(body.mode, "preview");
+  assert.equal(body.previews, true);
 });
 
 Deno.test("applyWebhook calls the SQL function and reads its outcome", async () => {
@@ -212,6 +230,7 @@ Deno.test("PostgREST errors and network failures become StoreError", async () =>
         metadata: {},
         mastering: null,
         mode: "master",
+        previews: false,
       }),
     (error: unknown) =>
       error instanceof StoreError && /409/.test(error.message) &&

@@ -136,7 +136,8 @@ export const ANALYSIS: JsonObject = {
 
 /**
  * A job body as `GET /jobs/{id}` and the webhook carry it, in the shape of
- * DESIGN.md's current contract (options echo, warnings, analysis, mode).
+ * DESIGN.md's current contract (options echo, warnings, analysis, mode,
+ * previews).
  */
 export function jobBody(
   jobId: string,
@@ -172,6 +173,7 @@ export function jobBody(
       : null,
     metadata: {},
     mode: "master",
+    previews: false,
     mastering: DEFAULT_MASTERING,
     warnings: [],
     analysis: status === "succeeded" ? ANALYSIS : null,
@@ -183,6 +185,7 @@ export function jobBody(
 export function legacyJobBody(jobId: string, status: string): JsonObject {
   const {
     mode: _mode,
+    previews: _previews,
     mastering: _mastering,
     warnings: _warnings,
     analysis: _analysis,
@@ -380,6 +383,8 @@ export class FakeMasteringApi {
       body: jobBody(jobId, "awaiting_upload", {
         metadata: request.metadata ?? {},
         mode: request.mode ?? "master",
+        // As the real API: a preview job's only results are the previews.
+        previews: request.previews === true || request.mode === "preview",
         mastering: {
           loudness,
           loudness_lufs: typeof loudness === "number"

@@ -35,6 +35,7 @@ async function depsWithJob(
     metadata: { track_id: "t-9" },
     mastering: { loudness: "spotify" },
     mode: "master",
+    previews: false,
   });
   if (status !== "awaiting_upload") {
     await deps.store.syncFromApi(ALICE, {
@@ -48,6 +49,7 @@ async function depsWithJob(
       warnings: null,
       analysis: null,
       mode: null,
+      previews: null,
     });
   }
   return { deps, jobId };
@@ -166,7 +168,7 @@ Deno.test("a cancelled job takes no other ending, only its own again", async () 
   assert.equal(again.status, 204);
 });
 
-Deno.test("job.succeeded stores warnings, analysis, options and mode", async () => {
+Deno.test("job.succeeded stores warnings, analysis, options, mode and previews", async () => {
   // Given ALICE's preview job, recorded with the options as asked
   const { deps, jobId } = await depsWithJob();
   const resolved = {
@@ -199,6 +201,7 @@ Deno.test("job.succeeded stores warnings, analysis, options and mode", async () 
           warnings,
           results,
           mode: "preview",
+          previews: true,
         }),
       ),
     ),
@@ -211,7 +214,57 @@ Deno.test("job.succeeded stores warnings, analysis, options and mode", async () 
   assert.deepEqual(row?.warnings, warnings);
   assert.deepEqual(row?.analysis, ANALYSIS);
   assert.deepEqual(row?.results, results);
+  assert.equal(
+    (row?.results?.preview_result as { url: string }).url,
+    "https://r/pr.mp3",
+  );
   assert.equal(row?.mode, "preview");
+  assert.equal(row?.previews, true);
+});
+
+Deno.test("job.succeeded of an analyze job stores its analysis and no results", async () => {
+  // Given ALICE's job, recorded as a master
+  const { deps, jobId } = await depsWithJob();
+  const analysis = {
+    target: ANALYSIS.target,
+    reference: ANALYSIS.target,
+    band_centres_hz: ANALYSIS.band_centres_hz,
+  };
+  // When the API says it succeeded as an analyze job, with measurements only
+  const response = await handler(
+    webhookRequest(
+      event(
+        "job.succeeded",
+        jobBody(jobId, "succeeded", {
+          mode: "analyze",
+          results: {},
+          metrics: null,
+          analysis,
+        }),
+      ),
+    ),
+    deps,
+  );
+  // Then the row holds the analysis, the mode, and no result files
+  assert.equal(response.status, 204);
+  const row = await deps.store.get(jobId);
+  assert.equal(row?.status, "succeeded");
+  assert.deepEqual(row?.analysis, analysis);
+  assert.equal(row?.mode, "analyze");
+  assert.deepEqual(row?.results, {});
+  assert.equal(row?.previews, false);
+});
+
+Deno.test("a job body whose previews is not a boolean is refused", async () => {
+  const { deps, jobId } = await depsWithJob();
+  const response = await handler(
+    webhookRequest(
+      event("job.succeeded", jobBody(jobId, "succeeded", { previews: "yes" })),
+    ),
+    deps,
+  );
+  await assertRefused(response, "invalid_payload");
+  assert.equal((await deps.store.get(jobId))?.status, "processing");
 });
 
 Deno.test("an event without the new fields keeps the options recorded at creation", async () => {
@@ -228,6 +281,7 @@ Deno.test("an event without the new fields keeps the options recorded at creatio
   assert.equal(row?.status, "succeeded");
   assert.deepEqual(row?.mastering, { loudness: "spotify" });
   assert.equal(row?.mode, "master");
+  assert.equal(row?.previews, false);
   assert.deepEqual(row?.warnings, []);
   assert.equal(row?.analysis, null);
 });

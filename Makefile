@@ -30,7 +30,7 @@ $(DENO_STAMP): package.json package-lock.json
 # The Supabase edge function's tests. The one that needs a running stack
 # (integration_test.ts) is started by tests/local/test_edge_integration.py.
 edge-test: $(DENO_STAMP)
-	cd supabase/functions && DENO_DIR=../../.deno-cache ../../node_modules/.bin/deno test --frozen --allow-env --allow-net=127.0.0.1 --allow-read=.,../migrations
+	cd supabase/functions && DENO_DIR=../../.deno-cache ../../node_modules/.bin/deno test --frozen --allow-env --allow-net=127.0.0.1 --allow-read=.,../migrations,../../docs
 
 pytest: install $(DENO_STAMP)
 	$(PY) -m pytest

@@ -146,6 +146,7 @@ class CreateJobRequest(BaseModel):
     mastering: MasteringOptionsBody = Field(default_factory=MasteringOptionsBody)
     previews: bool = Field(
         default=False,
+        strict=True,
         description="Also render 30-s MP3 previews of target and result (results.preview_*)",
     )
     mode: JobMode = Field(

@@ -122,6 +122,9 @@ def preload_engine() -> None:
     fft.load()
 
 
+# How far both previews sit under the master (see _deliver_previews).
+PREVIEW_HEADROOM_DB = 1.0
+
 # Progress of the engine's work within the job: 30 % when it starts, 75 % when done.
 _ENGINE_FIRST_PERCENT = 30
 _ENGINE_LAST_PERCENT = 75
@@ -259,12 +262,13 @@ def _master_files(request: MasteringRequest, on_progress: ProgressCallback) -> M
         raise IdenticalInputs("The target and the reference are the same audio")
 
     on_progress(Stage.ANALYZING, 15)
-    # Before mastering, which overwrites the target in place.
-    target_analysis = analyze_track(target)
     excerpts = _preview_excerpts(request, target)
     if request.mode is JobMode.PREVIEW and excerpts is not None:
-        # Only the window is mastered: the rest of the target is dropped unmastered.
+        # Only the window is mastered, and measured before and after: the rest of the
+        # target is dropped unmastered and unmeasured.
         target = excerpts.cut(target)
+    # Before mastering, which overwrites the target in place.
+    target_analysis = analyze_track(target)
     return _master_and_deliver(request, profile, target, target_analysis, excerpts, on_progress)
 
 
@@ -405,40 +409,42 @@ def _deliver_previews(
 ) -> dict[ResultName, tuple[Path, FileMeasurement]]:
     """Both previews as MP3s: the same window, faded, the original brought to the
     master's loudness (DESIGN "Previews")."""
-    from mastering.delivery import Measurement, deliver
+    import numpy as np
+
+    from mastering.delivery import deliver_mp3s_side_by_side
     from mastering.engine.preview import fade_in_place, integrated_lufs, match_loudness_in_place
-    from mastering.engine.true_peak import to_db, true_peak
 
     aim = integrated_lufs(mastered.samples, mastered.sample_rate)
     ceiling_dbtp = ceiling if ceiling is not None else DEFAULT_TRUE_PEAK_DBTP
     if aim is not None:
         match_loudness_in_place(original.samples, original.sample_rate, aim, ceiling_dbtp)
-    delivered: dict[ResultName, tuple[Path, FileMeasurement]] = {}
-    for name, excerpt in ((Preview.TARGET, original), (Preview.RESULT, mastered)):
+    # Both a little under the master: an MP3 decodes a few tenths of a dB over its
+    # source's true peak, and this headroom spares the second encode that holding the
+    # ceiling would otherwise take (the same gain on both keeps the A/B level-matched).
+    headroom = np.float32(10.0 ** (-PREVIEW_HEADROOM_DB / 20.0))
+    np.multiply(original.samples, headroom, out=original.samples)
+    np.multiply(mastered.samples, headroom, out=mastered.samples)
+
+    names = (Preview.TARGET, Preview.RESULT)
+    jobs = []
+    for name, excerpt in zip(names, (original, mastered), strict=True):
         fade_in_place(excerpt.samples, excerpt.sample_rate)
         folder = request.work_dir / str(name)
         folder.mkdir(exist_ok=True)
-        peak = true_peak(excerpt.samples)
-        written = deliver(
-            excerpt,
-            (OutputFormat.MP3,),
-            folder,
-            measured=Measurement(
-                lufs=integrated_lufs(excerpt.samples, excerpt.sample_rate),
-                true_peak_dbtp=to_db(peak) if peak > 0 else None,
-            ),
-            ceiling_dbtp=ceiling_dbtp,
-            dither=False,
-            ffmpeg_path=request.ffmpeg_path,
-        )[OutputFormat.MP3]
-        delivered[name] = (
-            written.path,
+        jobs.append((excerpt, folder))
+    written = deliver_mp3s_side_by_side(
+        jobs, ceiling_dbtp=ceiling_dbtp, ffmpeg_path=request.ffmpeg_path
+    )
+    return {
+        name: (
+            file.path,
             FileMeasurement(
-                lufs=_rounded(written.measurement.lufs),
-                true_peak_dbtp=_rounded(written.measurement.true_peak_dbtp),
+                lufs=_rounded(file.measurement.lufs),
+                true_peak_dbtp=_rounded(file.measurement.true_peak_dbtp),
             ),
         )
-    return delivered
+        for name, file in zip(names, written, strict=True)
+    }
 
 
 def _analyze_only(request: MasteringRequest, on_progress: ProgressCallback) -> MasteringOutcome:

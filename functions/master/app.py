@@ -44,6 +44,16 @@ metrics = Metrics(service=SERVICE_NAME, namespace=METRICS_NAMESPACE)
 _ports: WorkerPorts | None = None
 
 
+# A cancel is the user's choice, not a failure, so it must not count as JobsFailed
+# (the presign function already counts the cancel request itself as JobsCancelled).
+_OUTCOME_METRICS = {
+    JobStatus.SUCCEEDED: "JobsSucceeded",
+    JobStatus.FAILED: "JobsFailed",
+    JobStatus.CANCELLED: "JobsStoppedByCancel",
+    JobStatus.EXPIRED: "JobsExpired",
+}
+
+
 def configure(settings: Settings | None = None, **replaced: Any) -> WorkerPorts:
     """Build the function's ports from ``settings`` (the environment's by default).
 
@@ -89,6 +99,7 @@ def handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
             ports=current,
         )
         outcomes[finished.job_id] = str(finished.status)
-        name = "JobsSucceeded" if finished.status is JobStatus.SUCCEEDED else "JobsFailed"
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+        metric = _OUTCOME_METRICS.get(finished.status)
+        if metric:
+            metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
     return {"jobs": outcomes}

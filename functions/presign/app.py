@@ -50,6 +50,7 @@ from mastering.service.responses import (
     JobList,
     JobView,
     PresetList,
+    empty_response,
     error_responses,
     ok_response,
 )
@@ -189,7 +190,7 @@ def cancel_job_route(job_id: JobIdPath, owner: OwnerHeader = "") -> Response[dic
 @app.delete(
     "/jobs/<job_id>",
     summary="Cancel a live job, delete its files, then the job",
-    responses={204: {"description": "Deleted"}} | error_responses(400, 401, 404, 500),
+    responses={204: empty_response("Deleted")} | error_responses(400, 401, 404, 500),
 )
 @tracer.capture_method
 def delete_job_route(job_id: JobIdPath, owner: OwnerHeader = "") -> Response[None]:
@@ -229,7 +230,7 @@ def health() -> Response[dict[str, Any]]:
 @app.get(
     "/openapi.json",
     summary="This document (no key needed)",
-    responses={200: {"description": "The OpenAPI 3.1 document of this API"}},
+    responses={200: empty_response("The OpenAPI 3.1 document of this API")},
     security=[],
 )
 def get_openapi() -> Response[dict[str, Any]]:
@@ -249,7 +250,7 @@ def handle_invalid_request(
             app.current_event.headers.get("x-api-key"), expected_api_key(ports().settings)
         )
     except MasteringError as unauthorised:
-        return handle_mastering_error(unauthorised)
+        return _error_answer(unauthorised)
     refused = InvalidRequest(describe_errors(error.errors()))
     logger.info("request refused", extra={"code": str(refused.code), "reason": refused.message})
     return _json(refused.http_status, {"error": refused.to_dict()})
@@ -258,6 +259,10 @@ def handle_invalid_request(
 # Powertools types exception_handler loosely; the handlers themselves are typed.
 @app.exception_handler(MasteringError)  # type: ignore[untyped-decorator]
 def handle_mastering_error(error: MasteringError) -> Response[dict[str, Any]]:
+    return _error_answer(error)
+
+
+def _error_answer(error: MasteringError) -> Response[dict[str, Any]]:
     if error.http_status >= 500:
         logger.error("request failed", extra={"code": str(error.code)})
     else:

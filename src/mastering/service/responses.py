@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from mastering.errors import ErrorCode
@@ -150,7 +151,7 @@ class Health(_Body):
     engine: str
 
 
-def error_responses(*statuses: int) -> dict[int, dict[str, Any]]:
+def error_responses(*statuses: int) -> dict[int, OpenAPIResponse]:
     """OpenAPI ``responses`` entries for the error statuses a route can answer."""
     described = {
         400: "The request is invalid (invalid_request, naming the field; unknown_preset)",
@@ -171,5 +172,9 @@ def error_responses(*statuses: int) -> dict[int, dict[str, Any]]:
     }
 
 
-def ok_response(model: type[BaseModel], description: str) -> dict[str, Any]:
+def ok_response(model: type[BaseModel], description: str) -> OpenAPIResponse:
     return {"description": description, "content": {"application/json": {"model": model}}}
+
+
+def empty_response(description: str) -> OpenAPIResponse:
+    return {"description": description}

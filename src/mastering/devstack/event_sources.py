@@ -75,23 +75,35 @@ class StreamSource:
         self._function_arn = function_arn
         self._batch_size = batch_size
         self._max_record_age_s = max_record_age_s
-        self._iterator: str | None = None
+        self._shard: str | None = None
+        self._position = 0
         # Read from the stream, not yet handled: a failed batch is retried from here.
         self._pending: list[dict[str, Any]] = []
         self._invocations = 0
 
     def _read(self) -> list[dict[str, Any]]:
-        if self._iterator is None:
+        # The position is counted here, not taken from NextShardIterator: moto numbers
+        # a record by the stream's length when it is added, so two writes at once (a
+        # worker's progress and a cancel, say) can share a number, and its next
+        # iterator (after the highest number read) would then hand records out again.
+        # Its records sit at index = number - the shard's first number, which is what
+        # AT_SEQUENCE_NUMBER reads: counting records read never repeats one.
+        if self._shard is None:
             description = self._streams.describe_stream(StreamArn=self._stream_arn)
             (shard,) = description["StreamDescription"]["Shards"]
-            self._iterator = self._streams.get_shard_iterator(
-                StreamArn=self._stream_arn,
-                ShardId=shard["ShardId"],
-                ShardIteratorType="TRIM_HORIZON",
-            )["ShardIterator"]
-        response = self._streams.get_records(ShardIterator=self._iterator, Limit=self._batch_size)
-        self._iterator = response.get("NextShardIterator")
-        return [self._as_lambda_sends(record) for record in response.get("Records", [])]
+            self._shard = str(shard["ShardId"])
+            self._position = int(shard["SequenceNumberRange"]["StartingSequenceNumber"])
+        iterator = self._streams.get_shard_iterator(
+            StreamArn=self._stream_arn,
+            ShardId=self._shard,
+            ShardIteratorType="AT_SEQUENCE_NUMBER",
+            SequenceNumber=str(self._position),
+        )["ShardIterator"]
+        records = self._streams.get_records(ShardIterator=iterator, Limit=self._batch_size).get(
+            "Records", []
+        )
+        self._position += len(records)
+        return [self._as_lambda_sends(record) for record in records]
 
     def _as_lambda_sends(self, record: dict[str, Any]) -> dict[str, Any]:
         shaped = copy.deepcopy(record)

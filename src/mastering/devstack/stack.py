@@ -417,7 +417,10 @@ class LocalStack:
 
     def _spawn_worker(self, index: int) -> subprocess.Popen[bytes]:
         sandbox = self.work_dir / f"worker-{index}"
-        sandbox.mkdir(exist_ok=True)
+        # A fresh /tmp, as Lambda gives a sandbox that replaces a crashed one: what a
+        # killed worker was writing does not outlive it.
+        shutil.rmtree(sandbox, ignore_errors=True)
+        sandbox.mkdir()
         command = [
             sys.executable,
             "-m",

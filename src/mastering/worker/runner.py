@@ -153,6 +153,10 @@ def run_job(job: Job, *, remaining_s: Callable[[], float], ports: WorkerPorts) -
     if claimed is None:
         logger.info("job already taken by another run", extra={"job_id": job.job_id})
         return ports.store.get(job.job_id) or job
+    # One line per processing run: the fault tests count them.
+    logger.info(
+        "job claimed: %s", job.job_id, extra={"job_id": job.job_id, "attempt": claimed.attempt_id}
+    )
     report = _progress_reporter(claimed, ports)
     settings = ports.settings
     settings.work_dir.mkdir(parents=True, exist_ok=True)
@@ -200,7 +204,7 @@ def _stop_if_cancelled(job: Job, ports: WorkerPorts) -> None:
 def _stopped(job: Job, written: list[str], ports: WorkerPorts) -> Job:
     """The job was cancelled (or ended by someone else) under this run: publish
     nothing, and leave the job as that request wrote it."""
-    logger.info("job stopped: no longer ours", extra={"job_id": job.job_id})
+    logger.info("job stopped, no longer ours: %s", job.job_id, extra={"job_id": job.job_id})
     if written:
         ports.storage.delete(ports.settings.results_bucket, written)
     return ports.store.get(job.job_id) or job

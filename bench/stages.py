@@ -1,11 +1,12 @@
 """Where one job's time goes: ``master_files`` in process, with its stages timed.
 
-    python bench/stages.py TARGET REFERENCE [--runs 5]
+    python bench/stages.py TARGET REFERENCE [--runs 5] [--all-formats]
 
-Runs the master function's pipeline (16-bit WAV out) on the pair with the default
-options (true-peak limiter) and with the ``matchering`` limiter (fidelity mode), one
-untimed warm-up each (imports, FFT plans) and then ``--runs`` each, alternating, and
-prints a Markdown table of the median seconds per stage.
+Runs the master function's pipeline (16-bit WAV out, or all four formats) on the
+pair with the default options (true-peak limiter) and with the ``matchering``
+limiter (fidelity mode), one untimed warm-up each (imports, FFT plans) and then
+``--runs`` each, alternating, and prints a Markdown table of the median seconds per
+stage, calls nested ``--depth`` deep at most.
 
 Nothing in ``src/`` is changed: the engine's stage functions are wrapped where
 ``master_files`` and ``master`` look them up at call time (module attributes of
@@ -46,13 +47,17 @@ LABELS = {
     "correct_levels": "matchering's RMS corrections",
     "limit_stage": "matchering's limiter, with the result's loudness",
     "true_peak": "true peak of the result",
-    "write_outputs": "16-bit WAV written",
+    "write_outputs": "outputs written",
+    "_write_streamed": "WAV/FLAC/MP3 written in one streamed pass",
+    "_mp3_under_ceiling": "MP3 held under the ceiling: decoded, measured, re-encoded",
+    "measure_encoded": "an encoded file decoded and measured",
+    "limit_in_place": "master limited again for the MP3",
     "LoudnessMeter.push": "loudness meter (K-weighting, gating blocks)",
     "TruePeakStream.push": "true-peak meter (8x interpolation)",
 }
-# Deeper calls (e.g. the meter inside ``true_peak`` inside ``true_peak_stage``) only
+# Deeper calls (e.g. the meter inside ``true_peak`` inside ``true_peak_stage``) mostly
 # repeat their parent's time.
-MAX_DEPTH = 2
+DEFAULT_DEPTH = 2
 PATHS = ("default", "matchering")
 TOTAL, OTHER = "total", "other"
 
@@ -111,6 +116,13 @@ def instrumented(clock: StageClock) -> Iterator[None]:
         (engine, "true_peak"),
         (outputs, "write_outputs"),
     ]
+    # How write_outputs spends its time (with --all-formats, the MP3's ceiling check):
+    # private names, so a renamed one only loses its row.
+    functions += [
+        (outputs, name)
+        for name in ("_write_streamed", "_mp3_under_ceiling", "measure_encoded", "limit_in_place")
+        if hasattr(outputs, name)
+    ]
     with ExitStack() as patches:
         for module, name in functions:
             patches.enter_context(
@@ -122,7 +134,9 @@ def instrumented(clock: StageClock) -> Iterator[None]:
         yield
 
 
-def run_job(target: Path, reference: Path, path: str, clock: StageClock) -> None:
+def run_job(
+    target: Path, reference: Path, path: str, clock: StageClock, *, all_formats: bool = False
+) -> None:
     """One ``master_files`` call as a new run of ``clock``: its stages (as far as they
     are wrapped), its "total" and the "other" time outside every top-level stage."""
     from mastering.formats import OutputFormat
@@ -134,7 +148,7 @@ def run_job(target: Path, reference: Path, path: str, clock: StageClock) -> None
         request = MasteringRequest(
             target=target,
             reference=reference,
-            outputs=(OutputFormat.WAV16,),
+            outputs=tuple(OutputFormat) if all_formats else (OutputFormat.WAV16,),
             work_dir=Path(work),
             min_duration_s=1.0,
             max_duration_s=4 * 3600.0,
@@ -152,15 +166,17 @@ def run_job(target: Path, reference: Path, path: str, clock: StageClock) -> None
     run[TOTAL] = total
 
 
-def measure(target: Path, reference: Path, runs: int) -> dict[str, dict[str, float]]:
+def measure(
+    target: Path, reference: Path, runs: int, *, all_formats: bool = False
+) -> dict[str, dict[str, float]]:
     """Median seconds per stage key, "other" and "total", for each path."""
     clocks = {path: StageClock() for path in PATHS}
     for path in PATHS:  # warm-up, not instrumented: imports, FFT plans, the page cache
-        run_job(target, reference, path, StageClock())
+        run_job(target, reference, path, StageClock(), all_formats=all_formats)
     for index in range(runs):
         for path in PATHS if index % 2 == 0 else PATHS[::-1]:
             with instrumented(clocks[path]):
-                run_job(target, reference, path, clocks[path])
+                run_job(target, reference, path, clocks[path], all_formats=all_formats)
     return {
         path: {
             key: statistics.median(run.get(key, 0.0) for run in clock.runs)
@@ -199,7 +215,7 @@ def merged_keys(first: list[str], second: list[str]) -> list[str]:
     return merged
 
 
-def table(medians: dict[str, dict[str, float]]) -> str:
+def table(medians: dict[str, dict[str, float]], depth: int = DEFAULT_DEPTH) -> str:
     """Markdown: one row per stage, seconds and share of the job for each path."""
     summary = (TOTAL, OTHER)
     keys = merged_keys(
@@ -210,11 +226,11 @@ def table(medians: dict[str, dict[str, float]]) -> str:
         "| stage | default path | share | fidelity mode | share |",
         "|---|---|---|---|---|",
     ]
-    for key in (key for key in keys if key.count("/") < MAX_DEPTH):
+    for key in (key for key in keys if key.count("/") < depth):
         name = key.split("/")[-1]
         label = f"{LABELS.get(name, name)} (`{name}`)"
         if "/" in key:
-            label = f"… of which {label}"
+            label = f"{'… ' * key.count('/')}of which {label}"
         lines.append(f"| {label} | {_cells(medians, key)} |")
     lines.append(f"| other (checks, conversions, glue) | {_cells(medians, OTHER)} |")
     lines.append(f"| **`master_files` in all** | {_cells(medians, TOTAL)} |")
@@ -237,8 +253,13 @@ def main() -> None:
     parser.add_argument("target", type=Path)
     parser.add_argument("reference", type=Path)
     parser.add_argument("--runs", type=int, default=5, help="timed runs per path (median)")
+    parser.add_argument(
+        "--all-formats", action="store_true", help="write all four formats (as a job may)"
+    )
+    parser.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="levels of calls shown")
     args = parser.parse_args()
-    print(table(measure(args.target, args.reference, args.runs)))
+    medians = measure(args.target, args.reference, args.runs, all_formats=args.all_formats)
+    print(table(medians, args.depth))
 
 
 if __name__ == "__main__":

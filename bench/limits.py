@@ -58,6 +58,9 @@ class Measurement:
     wall_s: float
     worker_rss_mb: float
     disk_peak_mb: float
+    # User + system CPU seconds of the worker and the encoders it waited for: on a
+    # shared machine, a wall time far above this means the job waited for the cores.
+    cpu_s: float
 
 
 def _tree_bytes(root: Path) -> int:
@@ -107,7 +110,10 @@ def handler_rss_mb() -> float:
         "import resource, app; from mastering.pipeline import preload_engine; "
         "preload_engine(); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
-    env = {**os.environ, "PYTHONPATH": str(HANDLER_DIR)}
+    # Prepended, not replacing: a PYTHONPATH naming this checkout's src/ must still win
+    # over the package installed in the venv.
+    paths = [str(HANDLER_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=HANDLER_DIR, env=env, capture_output=True, text=True
     )
@@ -142,7 +148,8 @@ def run_once(minutes: float, target: Path, reference: Path) -> Measurement:
             for line in output.splitlines()
             if line.startswith("disk_peak_bytes=")
         )
-    return Measurement(minutes, wall, usage.ru_maxrss / 1024.0, disk / 1e6)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Measurement(minutes, wall, usage.ru_maxrss / 1024.0, disk / 1e6, cpu)
 
 
 def _round_up(value: float, step: int) -> int:
@@ -181,11 +188,13 @@ def main() -> None:
                 statistics.median(run.wall_s for run in runs),
                 max(run.worker_rss_mb for run in runs),
                 max(run.disk_peak_mb for run in runs),
+                statistics.median(run.cpu_s for run in runs),
             )
         )
         last = results[-1]
         print(
-            f"  {minutes:g} min: {last.wall_s:.1f} s, worker {last.worker_rss_mb:.0f} MB, "
+            f"  {minutes:g} min: {last.wall_s:.1f} s ({last.cpu_s:.1f} s CPU), "
+            f"worker {last.worker_rss_mb:.0f} MB, "
             f"/tmp {last.disk_peak_mb:.0f} MB",
             flush=True,
         )

@@ -8,12 +8,14 @@ limiter (fidelity mode), one untimed warm-up each (imports, FFT plans) and then
 ``--runs`` each, alternating, and prints a Markdown table of the median seconds per
 stage, calls nested ``--depth`` deep at most.
 
-Nothing in ``src/`` is changed: the engine's stage functions are wrapped where
-``master_files`` and ``master`` look them up at call time (module attributes of
-``mastering.engine.master``, ``mastering.audio.decode`` and ``mastering.engine.outputs``,
-which the pipeline imports inside the function), and the loudness and true-peak
-meters' ``push`` on their classes. A call made inside another timed one is shown
-under it ("of which"); "other" is what the job spends outside every timed stage.
+Nothing in ``src/`` is changed: the stage functions are wrapped where their callers
+look them up at call time (``analyze_file``, a global of ``mastering.pipeline``; the
+functions the pipeline imports inside its own, from ``mastering.audio.decode``,
+``mastering.engine.analysis``, ``mastering.engine.track_analysis`` and
+``mastering.delivery``; ``master``'s stages, globals of ``mastering.engine.master``;
+``deliver``'s parts, globals of ``mastering.delivery``), and the loudness and
+true-peak meters' ``push`` on their classes. A call made inside another timed one is
+shown under it ("of which"); "other" is what the job spends outside every timed stage.
 """
 
 from __future__ import annotations
@@ -28,16 +30,22 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import ParamSpec, TypeVar
 from unittest import mock
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
+RESULT_ANALYSIS = "analyze_track(measure_true_peak=False)"
 # What each timed name does, for the table (the name itself is shown too).
 LABELS = {
     "analyze_file": "reference: decode, check, analyse",
-    "decode_audio": "target: decode",
+    "decode_audio": "decode",
+    "analyze": "reference profile: loudest pieces, spectra, loudness",
+    "audio_fingerprint": "sha256 of the decoded samples (same-audio check)",
+    "analyze_track": "the track's analysis: loudness, LRA, true peak, bands",
+    RESULT_ANALYSIS: "result's meters (its true peak from the engine)",
     "analyze_levels": "target's loudest pieces and spectra",
     "design_firs": "matching EQ design",
     "convolve_stage": "EQ convolution, with the target's loudness",
@@ -47,8 +55,8 @@ LABELS = {
     "correct_levels": "matchering's RMS corrections",
     "limit_stage": "matchering's limiter, with the result's loudness",
     "true_peak": "true peak of the result",
-    "write_outputs": "outputs written",
-    "_write_streamed": "WAV/FLAC/MP3 written in one streamed pass",
+    "deliver": "outputs written and measured",
+    "write_files": "WAV/FLAC/MP3 written in one streamed pass",
     "_mp3_under_ceiling": "MP3 held under the ceiling: decoded, measured, re-encoded",
     "measure_encoded": "an encoded file decoded and measured",
     "limit_in_place": "master limited again for the MP3",
@@ -82,30 +90,51 @@ class StageClock:
                 run = self.runs[-1]
                 run[key] = run.get(key, 0.0) + time.perf_counter() - started
 
-    def timed(self, name: str, function: Callable[P, R]) -> Callable[P, R]:
+    def timed(self, name: str | Callable[..., str], function: Callable[P, R]) -> Callable[P, R]:
+        """``function`` timed as ``name``, or as what ``name`` returns for the call's
+        arguments (to tell apart calls of one function with different costs)."""
+
         @functools.wraps(function)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            with self.timing(name):
+            with self.timing(name if isinstance(name, str) else name(*args, **kwargs)):
                 return function(*args, **kwargs)
 
         return wrapper
 
 
+def _track_analysis_name(*args: object, measure_true_peak: bool = True, **kwargs: object) -> str:
+    # The result's analysis leaves out the true-peak meter (the engine measured it):
+    # a row of its own, not summed with the target's full analysis.
+    return "analyze_track" if measure_true_peak else RESULT_ANALYSIS
+
+
 @contextmanager
 def instrumented(clock: StageClock) -> Iterator[None]:
-    """The engine's stage functions and meters wrapped with ``clock``, for the block."""
-    import mastering.engine.outputs as outputs
+    """The pipeline's stage functions and the meters wrapped with ``clock``, for the block.
 
+    Each is patched where its caller looks it up when it runs, and every name must
+    still be there: a renamed stage is an error here, not a row silently missing.
+    """
     import mastering.audio.decode as decode
+    import mastering.delivery as delivery
+    import mastering.engine.analysis as analysis
     import mastering.engine.master as engine
+    import mastering.engine.track_analysis as track_analysis
+    import mastering.pipeline as pipeline
     from mastering.engine.loudness import LoudnessMeter
     from mastering.engine.true_peak import TruePeakStream
 
-    functions = [
-        (engine, "analyze_file"),
-        # The target's: the reference's decode runs inside analyze_file, which calls
-        # the name engine.master imported, not this module attribute.
+    functions: list[tuple[ModuleType, str]] = [
+        # A pipeline global: _reference_profile calls it by that name.
+        (pipeline, "analyze_file"),
+        # The pipeline imports these inside its functions, from their modules, at call
+        # time: the target's decode and analysis are top-level rows, the reference's
+        # appear under analyze_file.
         (decode, "decode_audio"),
+        (analysis, "analyze"),
+        (analysis, "audio_fingerprint"),
+        (track_analysis, "analyze_track"),
+        # ``master``'s stages, globals of mastering.engine.master.
         (engine, "analyze_levels"),
         (engine, "design_firs"),
         (engine, "convolve_stage"),
@@ -115,19 +144,21 @@ def instrumented(clock: StageClock) -> Iterator[None]:
         (engine, "correct_levels"),
         (engine, "limit_stage"),
         (engine, "true_peak"),
-        (outputs, "write_outputs"),
-    ]
-    # How write_outputs spends its time (with --all-formats, the MP3's ceiling check):
-    # private names, so a renamed one only loses its row.
-    functions += [
-        (outputs, name)
-        for name in ("_write_streamed", "_mp3_under_ceiling", "measure_encoded", "limit_in_place")
-        if hasattr(outputs, name)
+        # Imported inside _master_and_deliver; its parts are delivery's globals (with
+        # --all-formats, the MP3's ceiling check).
+        (delivery, "deliver"),
+        (delivery, "write_files"),
+        (delivery, "_mp3_under_ceiling"),
+        (delivery, "measure_encoded"),
+        (delivery, "limit_in_place"),
     ]
     with ExitStack() as patches:
         for module, name in functions:
+            if not hasattr(module, name):
+                raise SystemExit(f"{module.__name__}.{name} is gone: update bench/stages.py")
+            key = _track_analysis_name if name == "analyze_track" else name
             patches.enter_context(
-                mock.patch.object(module, name, clock.timed(name, getattr(module, name)))
+                mock.patch.object(module, name, clock.timed(key, getattr(module, name)))
             )
         for cls in (LoudnessMeter, TruePeakStream):
             wrapped = clock.timed(f"{cls.__name__}.push", cls.push)
@@ -188,18 +219,21 @@ def measure(
 
 
 def ordered_keys(runs: list[dict[str, float]]) -> list[str]:
-    """Stage keys in the order they ran, each nested call right after its parent.
+    """Stage keys in the order they ran, as a tree: each call right after its parent,
+    before the parent's next sibling.
 
-    A run's dict is in the order the calls finished: nested calls before their parent.
+    A run's dict is in the order the calls finished: nested calls before their parent,
+    siblings in the order they ran. A key sorts by where each of its ancestors finished
+    (and then itself), so a parent, a prefix of its children's positions, comes first.
     """
     finished: list[str] = []
     for run in runs:
         finished.extend(key for key in run if key not in finished)
 
-    def position(key: str) -> tuple[int, int, int]:
-        top = key.split("/")[0]
-        anchor = finished.index(top) if top in finished else finished.index(key)
-        return anchor, key.count("/"), finished.index(key)
+    def position(key: str) -> tuple[int, ...]:
+        parts = key.split("/")
+        prefixes = ("/".join(parts[: depth + 1]) for depth in range(len(parts)))
+        return tuple(finished.index(prefix) for prefix in prefixes if prefix in finished)
 
     return sorted(finished, key=position)
 

@@ -6,7 +6,9 @@ service code except ``to_ffmpeg``, which uses the same ffmpeg the service would.
 
 from __future__ import annotations
 
+import io
 import subprocess
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -205,3 +207,22 @@ def _speech(t: npt.NDArray[np.float64], rate: int, seed: int) -> npt.NDArray[np.
     mono *= 10.0 ** (-6.0 / 20.0) / np.max(np.abs(mono))
     side = 0.01 * rng.standard_normal(t.size) * envelope * np.max(np.abs(mono))
     return np.stack([mono + side, mono - side], axis=1)
+
+
+def decaying_notes_wav(seconds: float, rate: int = 44_100, *, noise: float = 0.0) -> bytes:
+    """A 16-bit stereo WAV file's bytes: a few decaying notes twice a second, peaking at
+    0.3, with ``noise`` (white, that amplitude) to make each length's audio differ."""
+    t = np.arange(int(seconds * rate)) / rate
+    voice = np.exp(-3.0 * np.mod(t, 0.5)) * sum(np.sin(2 * np.pi * f * t) for f in (110, 220, 330))
+    samples = np.stack([voice, 0.9 * voice], axis=1)
+    if noise:
+        rng = np.random.default_rng(int(seconds * 10))
+        samples = samples + noise * rng.standard_normal((t.size, 2))
+    samples *= 0.3 / np.max(np.abs(samples))
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as sink:
+        sink.setnchannels(2)
+        sink.setsampwidth(2)
+        sink.setframerate(rate)
+        sink.writeframes((samples * 32767).astype("<i2").tobytes())
+    return buffer.getvalue()

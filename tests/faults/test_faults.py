@@ -11,7 +11,6 @@ reached the receiver once per event id (retries repeat the id; a receiver dedupe
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import re
@@ -19,21 +18,20 @@ import secrets
 import signal
 import threading
 import time
-import wave
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import boto3
-import numpy as np
 import pytest
 import requests
 from standardwebhooks import Webhook
 
-from tests.local.serve_process import API_KEY, Serve, running_serve
+from tests.audio_factory import decaying_notes_wav
+from tests.http_receiver import receiving_posts
+from tests.local.serve_process import API_KEY, Serve, running_serve, start_wav_job
 
 RATE = 44_100
 # Bounds on waits, not performance checks.
@@ -68,29 +66,17 @@ class Receiver:
 def receiver() -> Iterator[Receiver]:
     state = Receiver(secret="whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length", "0")))
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            event = Webhook(state.secret).verify(body, headers)
-            with state.lock:
-                status = 503 if state.refuse > 0 else 204
-                state.refuse = max(0, state.refuse - 1)
-                state.deliveries.append((headers["webhook-id"], event["type"], status))
-            self.send_response(status)
-            self.end_headers()
+    def answer(headers: dict[str, str], body: bytes) -> int:
+        event = Webhook(state.secret).verify(body, headers)
+        with state.lock:
+            status = 503 if state.refuse > 0 else 204
+            state.refuse = max(0, state.refuse - 1)
+            state.deliveries.append((headers["webhook-id"], event["type"], status))
+        return status
 
-        def log_message(self, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/ai-mastering-webhook"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with receiving_posts(answer) as port:
+        state.url = f"http://127.0.0.1:{port}/ai-mastering-webhook"
+        yield state
 
 
 @pytest.fixture(scope="module")
@@ -118,44 +104,11 @@ def client() -> Iterator[requests.Session]:
         yield session
 
 
-def _song(seconds: float) -> bytes:
-    rng = np.random.default_rng(int(seconds * 10))
-    t = np.arange(int(seconds * RATE)) / RATE
-    voice = np.exp(-3.0 * np.mod(t, 0.5)) * sum(np.sin(2 * np.pi * f * t) for f in (110, 220, 330))
-    samples = np.stack([voice, 0.9 * voice], axis=1) + 0.02 * rng.standard_normal((t.size, 2))
-    samples *= 0.3 / np.max(np.abs(samples))
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as sink:
-        sink.setnchannels(2)
-        sink.setsampwidth(2)
-        sink.setframerate(RATE)
-        sink.writeframes((samples * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
-
-
 def _start_job(
     serve: Serve, client: requests.Session, seconds: float, **body: Any
 ) -> tuple[str, int]:
-    audio = _song(seconds)
-    created = client.post(
-        f"{serve.api}/jobs",
-        json={
-            "target": {"filename": "song.wav", "size": len(audio), "content_type": "audio/wav"},
-            "preset": "balanced",
-            **body,
-        },
-        timeout=30,
-    )
-    assert created.status_code == 201, created.text
-    upload = created.json()["uploads"]["target"]
-    posted = requests.post(
-        upload["url"],
-        data=upload["fields"],
-        files={"file": ("song.wav", audio, "audio/wav")},
-        timeout=60,
-    )
-    assert posted.status_code in (200, 201, 204), posted.text
-    return str(created.json()["job_id"]), len(audio)
+    audio = decaying_notes_wav(seconds, RATE, noise=0.02)
+    return start_wav_job(serve, client, audio, **body), len(audio)
 
 
 def _job(serve: Serve, client: requests.Session, job_id: str) -> dict[str, Any]:

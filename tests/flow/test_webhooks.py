@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from tests.conftest import (
     load_handler,
     s3_event_for,
 )
+from tests.http_receiver import receiving_posts
 from tests.jobflow import create_and_upload, deliver
 
 SECRET = "whsec_" + base64.b64encode(b"spectrum-test-webhook-secret-32b").decode()
@@ -65,29 +65,21 @@ def receiver() -> Iterator[Receiver]:
     state = Receiver(url="")
     release = threading.Event()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length", "0")))
-            state.arrived.append(time.monotonic())
-            state.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            if state.stall_s:
-                release.wait(state.stall_s)
-            self.send_response(state.answers.pop(0) if state.answers else 204)
-            self.end_headers()
+    def answer(headers: dict[str, str], body: bytes) -> int:
+        state.arrived.append(time.monotonic())
+        state.requests.append((headers, body))
+        if state.stall_s:
+            release.wait(state.stall_s)
+        return state.answers.pop(0) if state.answers else 204
 
-        def log_message(self, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.port = int(server.server_address[1])
-    state.url = f"http://127.0.0.1:{state.port}/webhooks/mastering"
-    yield state
-    release.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with receiving_posts(answer) as port:
+        state.port = port
+        state.url = f"http://127.0.0.1:{port}/webhooks/mastering"
+        try:
+            yield state
+        finally:
+            # A stalled answer must not hold the server's shutdown.
+            release.set()
 
 
 @dataclass

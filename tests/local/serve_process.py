@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -111,3 +112,27 @@ def running_serve(tmp: Path, *extra: str) -> Iterator[Serve]:
         yield serve
     finally:
         _stop(process)
+
+
+def start_wav_job(serve: Serve, client: requests.Session, audio: bytes, **body: Any) -> str:
+    """Create a job for the WAV ``audio`` (the ``balanced`` preset unless ``body`` says
+    otherwise) and upload it with its presigned POST; returns the job id."""
+    created = client.post(
+        f"{serve.api}/jobs",
+        json={
+            "target": {"filename": "song.wav", "size": len(audio), "content_type": "audio/wav"},
+            "preset": "balanced",
+            **body,
+        },
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    upload = created.json()["uploads"]["target"]
+    posted = requests.post(
+        upload["url"],
+        data=upload["fields"],
+        files={"file": ("song.wav", audio, "audio/wav")},
+        timeout=60,
+    )
+    assert posted.status_code in (200, 201, 204), posted.text
+    return str(created.json()["job_id"])

@@ -10,23 +10,19 @@ schedule is scaled (``--webhook-retry-scale 0.2``: the first retry after 1 s, no
 from __future__ import annotations
 
 import base64
-import io
 import secrets
-import threading
 import time
-import wave
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 import requests
 from standardwebhooks import Webhook
 
-from tests.local.serve_process import API_KEY, running_serve
+from tests.audio_factory import decaying_notes_wav
+from tests.http_receiver import receiving_posts
+from tests.local.serve_process import API_KEY, running_serve, start_wav_job
 
 RATE = 44_100
 # Guards against a hung stack, not performance checks.
@@ -45,40 +41,13 @@ class Receiver:
 def receiver() -> Iterator[Receiver]:
     state = Receiver()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length", "0")))
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            state.requests.append((headers, body, time.time()))
-            self.send_response(state.answers.pop(0) if state.answers else 204)
-            self.end_headers()
+    def answer(headers: dict[str, str], body: bytes) -> int:
+        state.requests.append((headers, body, time.time()))
+        return state.answers.pop(0) if state.answers else 204
 
-        def log_message(self, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/ai-mastering-webhook"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-
-
-def _song(seconds: float = 4.0) -> bytes:
-    """A 16-bit stereo WAV of a few decaying notes."""
-    t = np.arange(int(seconds * RATE)) / RATE
-    voice = np.exp(-3.0 * np.mod(t, 0.5)) * sum(np.sin(2 * np.pi * f * t) for f in (110, 220, 330))
-    samples = np.stack([voice, 0.9 * voice], axis=1)
-    samples *= 0.3 / np.max(np.abs(samples))
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as sink:
-        sink.setnchannels(2)
-        sink.setsampwidth(2)
-        sink.setframerate(RATE)
-        sink.writeframes((samples * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
+    with receiving_posts(answer) as port:
+        state.url = f"http://127.0.0.1:{port}/ai-mastering-webhook"
+        yield state
 
 
 @pytest.mark.slow
@@ -99,25 +68,8 @@ def test_a_receiver_that_fails_the_first_delivery_gets_the_event_on_retry(
         session = requests.Session()
         session.headers.update({"X-Api-Key": API_KEY, "X-Owner-Id": "user-1"})
         # When a real job is created, uploaded and mastered
-        audio = _song()
-        created = session.post(
-            f"{serve.api}/jobs",
-            json={
-                "target": {"filename": "song.wav", "size": len(audio), "content_type": "audio/wav"},
-                "preset": "balanced",
-            },
-            timeout=30,
-        )
-        assert created.status_code == 201, created.text
-        job_id = created.json()["job_id"]
-        upload = created.json()["uploads"]["target"]
-        posted = requests.post(
-            upload["url"],
-            data=upload["fields"],
-            files={"file": ("song.wav", audio, "audio/wav")},
-            timeout=30,
-        )
-        assert posted.status_code in (200, 201, 204), posted.text
+        audio = decaying_notes_wav(4.0, RATE)
+        job_id = start_wav_job(serve, session, audio)
         deadline = time.monotonic() + DEADLINE_S
         while len(receiver.requests) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)

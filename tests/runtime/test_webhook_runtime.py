@@ -6,15 +6,14 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from standardwebhooks import Webhook
 
 from tests.conftest import Stack, emulated_s3, load_event
+from tests.http_receiver import receiving_posts
 from tests.runtime.conftest import RuntimeFactory
 from tests.runtime.rie import Runtime, snapshot
 
@@ -35,24 +34,13 @@ class Receiver:
 def receiver() -> Iterator[Receiver]:
     state = Receiver()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length", "0")))
-            state.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            self.send_response(state.answers.pop(0) if state.answers else 204)
-            self.end_headers()
+    def answer(headers: dict[str, str], body: bytes) -> int:
+        state.requests.append((headers, body))
+        return state.answers.pop(0) if state.answers else 204
 
-        def log_message(self, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.port = int(server.server_address[1])
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with receiving_posts(answer) as port:
+        state.port = port
+        yield state
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from mastering.errors import InternalError
 
 MIB = 1024 * 1024
 # template.yaml's MasterTimeout default: the master function's own time limit.
-DEFAULT_MASTER_TIMEOUT_S = 360
+DEFAULT_MASTER_TIMEOUT_S = 840
 # template.yaml's MaxLiveJobsPerOwner default.
 DEFAULT_MAX_LIVE_JOBS_PER_OWNER = 10
 _TRUE = frozenset({"1", "true", "yes", "on"})

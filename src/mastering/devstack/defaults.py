@@ -24,4 +24,4 @@ ENV_FUNCTIONS_DIR = "MASTERING_FUNCTIONS_DIR"
 # The master function's timeout: template.yaml's MasterTimeout default, as
 # ``mastering.config.DEFAULT_MASTER_TIMEOUT_S`` (kept import-free here; a test checks
 # the three agree).
-MASTER_TIMEOUT_S = 360
+MASTER_TIMEOUT_S = 840

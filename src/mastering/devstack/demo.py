@@ -66,10 +66,12 @@ def _write_wav(path: Path, samples: npt.NDArray[np.float64]) -> Path:
 def _lufs(path: Path) -> str:
     import soundfile as sf
 
-    from mastering.audio.measure import integrated_lufs
+    from mastering.engine.loudness import LoudnessMeter
 
     samples, rate = sf.read(path, always_2d=True, dtype="float32")
-    value = integrated_lufs(samples, rate)
+    meter = LoudnessMeter(rate, channels=samples.shape[1])
+    meter.push(samples)
+    value = meter.integrated()
     return "n/a" if value is None else f"{value:6.1f} LUFS"
 
 

@@ -1,8 +1,8 @@
 """Small DSP building blocks the engine's stages are made of.
 
 Everything here works on bounded blocks, so memory never grows with the track:
-mid/side conversion, matchering's piece layout, and a streaming FFT convolution
-(overlap-save).
+mid/side conversion, matchering's piece layout, a streaming FFT convolution
+(overlap-save), and edge fades.
 """
 
 from __future__ import annotations
@@ -139,3 +139,17 @@ def sliding_max(values: Float64Array, size: int) -> Float64Array:
         width *= 2
     result: Float64Array = np.maximum(current[:count], current[size - width : size - width + count])
     return result
+
+
+def fade_edges_in_place(samples: Float32Array, rate: int, fade_s: float) -> None:
+    """Raised-cosine fade in and out of (frames, channels) ``samples``, each ``fade_s``
+    long (at most a quarter of the track)."""
+    frames = int(samples.shape[0])
+    length = min(round(fade_s * rate), frames // 4)
+    if length <= 0:
+        return
+    ramp = (0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, length, dtype=np.float64))).astype(
+        np.float32
+    )
+    samples[:length] *= ramp[:, None]
+    samples[frames - length :] *= ramp[::-1, None]

@@ -42,6 +42,7 @@ from mastering.engine.dsp import (
     Float64Array,
     FloatArray,
     PieceLayout,
+    fade_edges_in_place,
 )
 from mastering.engine.eq import design_fir, matching_ratio
 from mastering.engine.limiter import design_limiter, gain_envelope, hard_clip_gain, limiter_needed
@@ -62,6 +63,10 @@ from mastering.options import DEFAULT_TRUE_PEAK_DBTP, Limiter
 from mastering.track import Track
 
 ProgressFn = Callable[[float], None]
+
+# Fade in and out of the true-peak path's master: long enough that its first and last
+# samples are near silence, short enough not to blunt a downbeat at the start.
+EDGE_FADE_S = 0.003
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,11 @@ def master(
             limited=limited,
             true_peak=peak,
         )
+    # A master that starts or ends mid-waveform clicks where playback starts or stops,
+    # and meters that pad the edges by mirroring (ffmpeg's resampler, hence its
+    # ebur128 true peak) read a spurious peak there, up to half a dB over: the first
+    # and last few milliseconds are faded, as a mastering engineer would.
+    fade_edges_in_place(out, rate, EDGE_FADE_S)
     signal = limiter_stats(out, rate, options.block_frames)
     progress(0.65)
     loudness = options.loudness_lufs

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from mastering.engine.dsp import FloatArray
+from mastering.engine.dsp import FloatArray, fade_edges_in_place
 from mastering.engine.loudness import CHANNEL_GAINS, KWeighting, LoudnessMeter
 from mastering.engine.true_peak_limiter import limit_in_place
 
@@ -60,15 +60,7 @@ def _step_energy(samples: FloatArray, rate: int, step: int) -> npt.NDArray[np.fl
 
 def fade_in_place(samples: Float32Array, rate: int, fade_s: float = FADE_S) -> None:
     """Raised-cosine fade in and out, each ``fade_s`` long (a quarter of a short clip)."""
-    frames = int(samples.shape[0])
-    length = min(round(fade_s * rate), frames // 4)
-    if length <= 0:
-        return
-    ramp = (0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, length, dtype=np.float64))).astype(
-        np.float32
-    )
-    samples[:length] *= ramp[:, None]
-    samples[frames - length :] *= ramp[::-1, None]
+    fade_edges_in_place(samples, rate, fade_s)
 
 
 def integrated_lufs(samples: FloatArray, rate: int) -> float | None:

@@ -75,64 +75,49 @@ def deliver(
     """Write ``master`` in every format (the MP3 last: holding it under ``ceiling_dbtp``
     limits ``master``'s samples again, in place); ``measured`` is the master's."""
     mp3 = OutputFormat.MP3 in formats
-    if not mp3 or ceiling_dbtp is None:
-        files = write_files(
+    # With a ceiling, the MP3 is encoded on its own, after the master is limited for it.
+    held = mp3 and ceiling_dbtp is not None
+    together = tuple(fmt for fmt in formats if not (held and fmt is OutputFormat.MP3))
+    files = (
+        write_files(
             master.samples,
             master.sample_rate,
-            formats,
+            together,
             work_dir,
             dither=dither,
             ffmpeg_path=ffmpeg_path,
             block_frames=block_frames,
         )
-        delivered = {fmt: Delivered(path, measured) for fmt, path in files.items()}
-        if mp3:
-            delivered[OutputFormat.MP3] = _mp3_under_ceiling(
-                master,
-                files[OutputFormat.MP3],
-                measured.true_peak_dbtp,
-                None,
-                work_dir=work_dir,
-                block_frames=block_frames,
-                ffmpeg_path=ffmpeg_path,
-            )
-        return delivered
-
-    lossless = tuple(fmt for fmt in formats if fmt is not OutputFormat.MP3)
-    delivered = {}
-    if lossless:
-        files = write_files(
-            master.samples,
-            master.sample_rate,
-            lossless,
-            work_dir,
-            dither=dither,
-            ffmpeg_path=ffmpeg_path,
-            block_frames=block_frames,
-        )
-        delivered = {fmt: Delivered(path, measured) for fmt, path in files.items()}
-    source_peak = measured.true_peak_dbtp
-    aim = ceiling_dbtp - METER_TOLERANCE_DB - MP3_OVERSHOOT_DB
-    if source_peak is None or source_peak > aim:
-        limit_in_place(master.samples, master.sample_rate, aim, margin_db=0.0, block=block_frames)
-        source_peak = aim
-    path = write_files(
-        master.samples,
-        master.sample_rate,
-        (OutputFormat.MP3,),
-        work_dir,
-        ffmpeg_path=ffmpeg_path,
-        block_frames=block_frames,
-    )[OutputFormat.MP3]
-    delivered[OutputFormat.MP3] = _mp3_under_ceiling(
-        master,
-        path,
-        source_peak,
-        ceiling_dbtp,
-        work_dir=work_dir,
-        block_frames=block_frames,
-        ffmpeg_path=ffmpeg_path,
+        if together
+        else {}
     )
+    delivered = {fmt: Delivered(path, measured) for fmt, path in files.items()}
+    if mp3:
+        source_peak = measured.true_peak_dbtp
+        if ceiling_dbtp is not None:
+            aim = ceiling_dbtp - METER_TOLERANCE_DB - MP3_OVERSHOOT_DB
+            if source_peak is None or source_peak > aim:
+                limit_in_place(
+                    master.samples, master.sample_rate, aim, margin_db=0.0, block=block_frames
+                )
+                source_peak = aim
+            files[OutputFormat.MP3] = write_files(
+                master.samples,
+                master.sample_rate,
+                (OutputFormat.MP3,),
+                work_dir,
+                ffmpeg_path=ffmpeg_path,
+                block_frames=block_frames,
+            )[OutputFormat.MP3]
+        delivered[OutputFormat.MP3] = _mp3_under_ceiling(
+            master,
+            files[OutputFormat.MP3],
+            source_peak,
+            ceiling_dbtp,
+            work_dir=work_dir,
+            block_frames=block_frames,
+            ffmpeg_path=ffmpeg_path,
+        )
     # In the order asked.
     return {fmt: delivered[fmt] for fmt in formats}
 

@@ -7,7 +7,7 @@ The master function's image carries a static ffmpeg at the path its settings giv
 ffmpeg gets an empty environment: a static binary needs none, and variables such as
 ``FFREPORT`` (log files in the working directory) or ``AV_LOG_FORCE_COLOR`` (escape
 codes in the stderr we parse) must not reach it. It is also told to die with the
-process that started it (see ``_die_with_parent``).
+process that started it (see ``_PREEXEC``).
 
 There is no ffprobe in the image, so ``probe_audio`` reads the stream description
 ``ffmpeg -i`` prints, as imageio-ffmpeg itself does for video.
@@ -15,19 +15,18 @@ There is no ffprobe in the image, so ``probe_audio`` reads the stream descriptio
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mastering.errors import InternalError, OutOfDisk, ProcessingTimeout, is_out_of_disk
+from mastering.parent_death import SUPPORTED as PARENT_DEATH_SUPPORTED
+from mastering.parent_death import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -38,40 +37,13 @@ _ENVIRONMENT: dict[str, str] = {"LC_ALL": "C"}
 _LOG_PREFIX = re.compile(r"^\[[^\]]*@ 0x[0-9a-fA-F]+\]\s*")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return prctl
-
-
-# Resolved here, once: the forked child must do as little as possible before exec.
-_prctl = _load_prctl()
-
-
-def _die_with_parent() -> None:
-    """Run in the forked child just before ffmpeg is exec'd: SIGKILL ffmpeg when the
-    process that started it dies.
-
-    The mastering child's process group is killed by ``run_isolated`` on every path it
-    sees, but not when that parent is itself gone (a Lambda runtime killed at the
-    function's timeout, ``mastering master`` killed outright, a local-stack worker's
-    group killed while the child leads its own): then an ffmpeg decoding an hour of
-    audio would write on into the /tmp the next job needs. Only a prctl system call
-    runs here, through a function resolved before the fork. (The signal follows the
-    thread that started ffmpeg; every caller waits for ffmpeg on that thread.)
-    """
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-
-
-_PREEXEC = _die_with_parent if _prctl is not None else None
+# ffmpeg dies with the process that started it. The mastering child's process group
+# is killed by ``run_isolated`` on every path it sees, but not when that parent is
+# itself gone (a Lambda runtime killed at the function's timeout, ``mastering master``
+# killed outright, a local-stack worker's group killed while the child leads its own):
+# then an ffmpeg decoding an hour of audio would write on into the /tmp the next job
+# needs.
+_PREEXEC = die_with_parent if PARENT_DEATH_SUPPORTED else None
 
 
 def find_ffmpeg(explicit: str | None = None) -> str:

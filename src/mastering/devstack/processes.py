@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import signal
 import socket
 import subprocess
-import sys
-from collections.abc import Callable
+
+from mastering.parent_death import die_with_parent
 
 _forked_children_prepared = False
 
@@ -44,35 +43,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return prctl
-
-
-# Looked up once here: a forked child should not have to load libraries.
-_prctl = _load_prctl()
-
-
-def die_with_parent(expected_parent: int | None = None) -> None:
-    """Have the kernel SIGKILL this process when its parent goes (Linux; elsewhere a no-op).
-
-    With ``expected_parent``, exit at once if that parent is already gone: it may
-    have died before the request was made.
-    """
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-    if expected_parent is not None and os.getppid() != expected_parent:
-        os._exit(1)
 
 
 def _in_forked_child() -> None:

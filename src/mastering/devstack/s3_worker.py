@@ -41,7 +41,8 @@ from mastering.devstack.handlers import (
     function_arn,
     load_function,
 )
-from mastering.devstack.processes import die_with_parent, prepare_forked_children
+from mastering.devstack.processes import prepare_forked_children
+from mastering.parent_death import die_with_parent
 
 logger = logging.getLogger("mastering.devstack.worker")
 

@@ -20,13 +20,11 @@ soundfile) and the parent's state, and starts in milliseconds. Only a pipe cross
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
 import resource
 import signal
-import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -44,6 +42,7 @@ from mastering.errors import (
     is_out_of_disk,
 )
 from mastering.jobs.model import Stage
+from mastering.parent_death import die_with_parent
 
 T = TypeVar("T")
 ProgressCallback = Callable[[Stage, int], None]
@@ -66,23 +65,6 @@ _KIB = 1024
 
 CANCELLED_MESSAGE = "The job was cancelled"
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return prctl
-
-
-# Looked up once, here: the forked child should not have to load libraries. (The same
-# few lines live in audio/ffmpeg.py and devstack/processes.py: the layers may not share.)
-_prctl = _load_prctl()
-
 
 def _child_main(work: IsolatedWork[Any], conn: Connection, parent_pid: int) -> None:
     # A group of its own, so the parent can kill the child and everything it started
@@ -90,10 +72,7 @@ def _child_main(work: IsolatedWork[Any], conn: Connection, parent_pid: int) -> N
     os.setpgid(0, 0)
     # And gone if the parent goes (SIGKILLed with its sandbox, say): nobody would read
     # its result, and nobody would kill its group.
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-    if os.getppid() != parent_pid:
-        os._exit(1)
+    die_with_parent(parent_pid)
 
     def report(stage: Stage, percent: int) -> None:
         conn.send(("progress", str(stage), int(percent)))

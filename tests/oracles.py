@@ -31,9 +31,10 @@ class FfmpegReading:
     sample_peak_dbfs: float
 
 
-def ffmpeg_meter(path: Path) -> FfmpegReading:
-    """What ``ffmpeg -i PATH -af ebur128=peak=true+sample -f null -`` measures."""
-    done = subprocess.run(
+def _ebur128_metadata(path: Path, options: str) -> subprocess.CompletedProcess[str]:
+    """ffmpeg's ebur128 filter (with ``options``) on the decoded file; its per-frame
+    metadata lines (``lavfi.r128.*=value``) are on stdout."""
+    return subprocess.run(
         [
             find_ffmpeg(),
             "-nostdin",
@@ -42,7 +43,7 @@ def ffmpeg_meter(path: Path) -> FfmpegReading:
             "-i",
             str(path),
             "-af",
-            "ebur128=peak=true+sample:metadata=1,ametadata=print:file=-",
+            f"ebur128={options}metadata=1,ametadata=print:file=-",
             "-f",
             "null",
             "-",
@@ -52,12 +53,18 @@ def ffmpeg_meter(path: Path) -> FfmpegReading:
         check=True,
         timeout=300,
     )
-    peaks = [float(v) for v in re.findall(r"lavfi\.r128\.true_peak=([-\d.]+)", done.stdout)]
-    lufs = re.findall(r"lavfi\.r128\.I=([-\d.]+)", done.stdout)
-    lra = re.findall(r"lavfi\.r128\.LRA=([-\d.]+)", done.stdout)
+
+
+def ffmpeg_meter(path: Path) -> FfmpegReading:
+    """What ``ffmpeg -i PATH -af ebur128=peak=true+sample -f null -`` measures."""
+    done = _ebur128_metadata(path, "peak=true+sample:")
+    stdout = done.stdout
+    peaks = [float(v) for v in re.findall(r"lavfi\.r128\.true_peak=([-\d.]+)", stdout)]
+    lufs = re.findall(r"lavfi\.r128\.I=([-\d.]+)", stdout)
+    lra = re.findall(r"lavfi\.r128\.LRA=([-\d.]+)", stdout)
     if not peaks or not lufs:
         raise AssertionError(f"ffmpeg measured nothing in {path.name}: {done.stderr[-500:]}")
-    samples = [float(v) for v in re.findall(r"lavfi\.r128\.sample_peak=([-\d.]+)", done.stdout)]
+    samples = [float(v) for v in re.findall(r"lavfi\.r128\.sample_peak=([-\d.]+)", stdout)]
     return FfmpegReading(
         lufs=float(lufs[-1]),
         lra=float(lra[-1]) if lra else math.nan,
@@ -70,26 +77,8 @@ def ffmpeg_short_term(path: Path) -> list[float]:
     """ffmpeg's short-term loudness (3-s window, LUFS), every 100 ms from the first
     whole window on (``lavfi.r128.S``; ffmpeg updates its meters every 100 ms and
     decodes WAV in frames shorter than that, so each update is one frame's)."""
-    done = subprocess.run(
-        [
-            find_ffmpeg(),
-            "-nostdin",
-            "-hide_banner",
-            "-nostats",
-            "-i",
-            str(path),
-            "-af",
-            "ebur128=metadata=1,ametadata=print:file=-",
-            "-f",
-            "null",
-            "-",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    )
-    values = [float(v) for v in re.findall(r"lavfi\.r128\.S=([-\d.]+)", done.stdout)]
+    stdout = _ebur128_metadata(path, "").stdout
+    values = [float(v) for v in re.findall(r"lavfi\.r128\.S=([-\d.]+)", stdout)]
     # Before its first whole window ffmpeg reports the loudness of nothing (-inf, or
     # about -157 LUFS in builds that add DBL_EPSILON); 2.9 s of updates.
     return values[29:]

@@ -17,14 +17,10 @@ previews and its ``analysis``, each checked to be there.
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import os
 import re
 import shutil
-import signal
-import subprocess
-import time
 import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,15 +35,13 @@ from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.audio_factory import tone_mix, write_wav
 from tests.infra.stack import Deployment, load_template
-from tests.local.serve_process import API_KEY, free_port, serve_command, serve_env
+from tests.local.serve_process import API_KEY, Serve, free_port, running_serve
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
-# Flip once the backend sends `previews` and `analysis` (issue 12, parts 1-4).
 OWNER = "browser-test"
 RATE = 44_100
-# Guards against a hung stack or page, not performance checks.
-READY_DEADLINE_S = 90.0
+# Guards against a hung page, not a performance check.
 JOB_DEADLINE_MS = 120_000
 TERMINAL = re.compile(r"^(succeeded|failed|expired|cancelled|error)$")
 
@@ -55,72 +49,15 @@ TERMINAL = re.compile(r"^(succeeded|failed|expired|cancelled|error)$")
 # ---------------------------------------------------------------- the stack
 
 
-@dataclass
-class PageStack:
-    """`mastering serve` as a separate process, and the page's own address."""
-
-    process: subprocess.Popen[bytes]
-    api: str
-    s3: str
-    log: Path
-
-    @property
-    def page_url(self) -> str:
-        return f"{self.api}/"
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-@contextlib.contextmanager
-def running_stack(tmp: Path) -> Iterator[PageStack]:
-    """Start `mastering serve` as a user would: its defaults must let its own page work."""
-    api_port, s3_port = free_port(), free_port()
-    api = f"http://127.0.0.1:{api_port}"
-    env = serve_env()
-    log = tmp / "serve.log"
-    command = serve_command(api_port, s3_port, "--work-dir", str(tmp / "work"))
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    stack = PageStack(process=process, api=api, s3=f"http://127.0.0.1:{s3_port}", log=log)
-    try:
-        deadline = time.monotonic() + READY_DEADLINE_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"serve exited with {process.returncode}:\n{stack.output()}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"serve never answered /health:\n{stack.output()}")
-            time.sleep(0.2)
-        yield stack
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=60)
-        # Its own session: this also ends workers a failed stop left behind.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PageStack]:
-    with running_stack(tmp_path_factory.mktemp("page-stack")) as running:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
+    # `mastering serve` as a user starts it: its defaults must let its own page work.
+    with running_serve(tmp_path_factory.mktemp("page-stack")) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def api_schema(stack: PageStack) -> dict[str, Any]:
+def api_schema(stack: Serve) -> dict[str, Any]:
     """The running API's own OpenAPI document: what it takes and answers."""
     document: dict[str, Any] = requests.get(f"{stack.api}/openapi.json", timeout=10).json()
     return document
@@ -171,7 +108,7 @@ class OpenPage:
 
 
 @pytest.fixture
-def open_page(browser: Browser, stack: PageStack) -> Iterator[Callable[..., OpenPage]]:
+def open_page(browser: Browser, stack: Serve) -> Iterator[Callable[..., OpenPage]]:
     """Open the page in a fresh browser context; every one is closed afterwards."""
     contexts = []
 
@@ -190,7 +127,7 @@ def open_page(browser: Browser, stack: PageStack) -> Iterator[Callable[..., Open
                 else None
             ),
         )
-        page.goto(url or stack.page_url)
+        page.goto(url or f"{stack.api}/")
         expect(page.locator("body")).to_have_attribute("data-ready", "true")
         return opened
 
@@ -485,11 +422,11 @@ def test_every_error_code_of_the_api_has_a_message(
 
 
 def test_an_origin_the_buckets_do_not_allow_cannot_upload(
-    open_page: Callable[..., OpenPage], stack: PageStack, tracks: dict[str, Path]
+    open_page: Callable[..., OpenPage], stack: Serve, tracks: dict[str, Path]
 ) -> None:
     # Given the same page opened under another origin, which the stack's CORS rules do
     # not name (the browser resolves that name to the stack's address)
-    other = stack.page_url.replace("127.0.0.1", FOREIGN_HOST)
+    other = f"{stack.api}/".replace("127.0.0.1", FOREIGN_HOST)
     opened = open_page(other)
     page = opened.page
     connect(page)
@@ -593,7 +530,7 @@ def test_the_preview_and_analyze_modes(
     assert opened.problems == []
 
 
-def test_the_local_buckets_have_the_templates_cors_rules(stack: PageStack) -> None:
+def test_the_local_buckets_have_the_templates_cors_rules(stack: Serve) -> None:
     # Given the local stack's buckets, and the deployed stack's rules for the same origins
     s3 = boto3.client(
         "s3",

@@ -68,6 +68,8 @@ class Serve:
     process: subprocess.Popen[bytes]
     api: str
     log: Path
+    # The S3 emulator's address (presigned URLs point there).
+    s3: str = ""
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -97,7 +99,12 @@ def running_serve(tmp: Path, *extra: str) -> Iterator[Serve]:
             env=serve_env(),
             start_new_session=True,
         )
-    serve = Serve(process=process, api=f"http://127.0.0.1:{api_port}", log=log)
+    serve = Serve(
+        process=process,
+        api=f"http://127.0.0.1:{api_port}",
+        log=log,
+        s3=f"http://127.0.0.1:{s3_port}",
+    )
     try:
         deadline = time.monotonic() + READY_DEADLINE_S
         while True:

@@ -151,6 +151,16 @@ async function as<T>(
   }
 }
 
+/** Moves a row's updated_at a minute back and returns it: a write made after this
+ * changes it whatever the clock's resolution (two writes can share a millisecond). */
+async function backdated(pg: PGlite, jobId: string): Promise<unknown> {
+  await pg.query(
+    "update public.mastering_jobs set updated_at = updated_at - interval '1 minute' where job_id = $1",
+    [jobId],
+  );
+  return (await row(pg, jobId)).updated_at;
+}
+
 async function row(
   pg: PGlite,
   jobId: string,
@@ -517,7 +527,7 @@ Deno.test("migrations", async (t) => {
         await sync(pg, job, bob, "expired", 0); // not bob's job
         assert.deepStrictEqual((await row(pg, job)).status, "processing");
 
-        const before = (await row(pg, job)).updated_at;
+        const before = await backdated(pg, job);
         await sync(pg, job, alice, "processing", 40); // nothing new: no write
         assert.deepStrictEqual((await row(pg, job)).updated_at, before);
 
@@ -540,7 +550,7 @@ Deno.test("migrations", async (t) => {
           mastering: { loudness: "spotify", intensity: 0.7 },
         });
         await sync(pg, job, alice, "processing", 40);
-        const before = (await row(pg, job)).updated_at;
+        const before = await backdated(pg, job);
 
         // When a poll brings the resolved options, status and progress unchanged
         await sync(pg, job, alice, "processing", 40, {
@@ -606,7 +616,7 @@ Deno.test("migrations", async (t) => {
         const plain = await newJob(pg, alice, "queued");
         await sync(pg, plain, alice, "processing", 10, { previews: false });
         assert.equal((await row(pg, plain)).previews, false);
-        const before = (await row(pg, plain)).updated_at;
+        const before = await backdated(pg, plain);
         await sync(pg, plain, alice, "processing", 10, { previews: true });
         const turned = await row(pg, plain);
         assert.equal(turned.previews, true, "a change of previews is written");

@@ -37,31 +37,30 @@ from unittest import mock
 P = ParamSpec("P")
 R = TypeVar("R")
 
-RESULT_ANALYSIS = "analyze_track(measure_true_peak=False)"
 # What each timed name does, for the table (the name itself is shown too).
 LABELS = {
     "analyze_file": "reference: decode, check, analyse",
     "decode_audio": "decode",
-    "analyze": "reference profile: loudest pieces, spectra, loudness",
+    "analyze": "reference profile: loudest pieces, spectra",
     "audio_fingerprint": "sha256 of the decoded samples (same-audio check)",
     "analyze_track": "the track's analysis: loudness, LRA, true peak, bands",
-    RESULT_ANALYSIS: "result's meters (its true peak from the engine)",
     "analyze_levels": "target's loudest pieces and spectra",
     "design_firs": "matching EQ design",
-    "convolve_stage": "EQ convolution, with the target's loudness",
+    "convolve_stage": "EQ convolution",
     "limiter_stats": "limiter's analysis pass: K-weighted power, true peak per group",
     "plan_for_loudness": "loudness solve: make-up gain and limiter plan",
-    "true_peak_stage": "gain and limiter applied, result's loudness and true peak",
+    "true_peak_stage": "gain and limiter applied, the result analysed",
     "correct_levels": "matchering's RMS corrections",
-    "limit_stage": "matchering's limiter, with the result's loudness",
-    "true_peak": "true peak of the result",
+    "limit_stage": "matchering's limiter, the result analysed",
     "deliver": "outputs written and measured",
     "write_files": "WAV/FLAC/MP3 written in one streamed pass",
     "_mp3_under_ceiling": "MP3 held under the ceiling: decoded, measured, re-encoded",
     "measure_encoded": "an encoded file decoded and measured",
     "limit_in_place": "master limited again for the MP3",
     "LoudnessMeter.push": "loudness meter (K-weighting, gating blocks)",
-    "TruePeakStream.push": "true-peak meter (8x interpolation)",
+    "TruePeakStream.push": "true-peak meter per group (8x interpolation)",
+    "TruePeakMeter.push": "true-peak meter, largest only (screened rows 8x)",
+    "BandMeter.push": "one-third-octave band meter",
 }
 # Deeper calls (e.g. the meter inside ``true_peak`` inside ``true_peak_stage``) mostly
 # repeat their parent's time.
@@ -102,12 +101,6 @@ class StageClock:
         return wrapper
 
 
-def _track_analysis_name(*args: object, measure_true_peak: bool = True, **kwargs: object) -> str:
-    # The result's analysis leaves out the true-peak meter (the engine measured it):
-    # a row of its own, not summed with the target's full analysis.
-    return "analyze_track" if measure_true_peak else RESULT_ANALYSIS
-
-
 @contextmanager
 def instrumented(clock: StageClock) -> Iterator[None]:
     """The pipeline's stage functions and the meters wrapped with ``clock``, for the block.
@@ -122,7 +115,8 @@ def instrumented(clock: StageClock) -> Iterator[None]:
     import mastering.engine.track_analysis as track_analysis
     import mastering.pipeline as pipeline
     from mastering.engine.loudness import LoudnessMeter
-    from mastering.engine.true_peak import TruePeakStream
+    from mastering.engine.spectrum_bands import BandMeter
+    from mastering.engine.true_peak import TruePeakMeter, TruePeakStream
 
     functions: list[tuple[ModuleType, str]] = [
         # A pipeline global: _reference_profile calls it by that name.
@@ -143,7 +137,6 @@ def instrumented(clock: StageClock) -> Iterator[None]:
         (engine, "true_peak_stage"),
         (engine, "correct_levels"),
         (engine, "limit_stage"),
-        (engine, "true_peak"),
         # Imported inside _master_and_deliver; its parts are delivery's globals (with
         # --all-formats, the MP3's ceiling check).
         (delivery, "deliver"),
@@ -156,11 +149,10 @@ def instrumented(clock: StageClock) -> Iterator[None]:
         for module, name in functions:
             if not hasattr(module, name):
                 raise SystemExit(f"{module.__name__}.{name} is gone: update bench/stages.py")
-            key = _track_analysis_name if name == "analyze_track" else name
             patches.enter_context(
-                mock.patch.object(module, name, clock.timed(key, getattr(module, name)))
+                mock.patch.object(module, name, clock.timed(name, getattr(module, name)))
             )
-        for cls in (LoudnessMeter, TruePeakStream):
+        for cls in (LoudnessMeter, TruePeakStream, TruePeakMeter, BandMeter):
             wrapped = clock.timed(f"{cls.__name__}.push", cls.push)
             patches.enter_context(mock.patch.object(cls, "push", wrapped))
         yield

@@ -25,7 +25,7 @@ import numpy as np
 from mastering.audio.decode import stream_decoded
 from mastering.audio.encode import BLOCK_FRAMES, mp3_rate, write_files
 from mastering.engine.loudness import LoudnessMeter
-from mastering.engine.true_peak import METER_TOLERANCE_DB, TruePeakStream, to_db
+from mastering.engine.true_peak import METER_TOLERANCE_DB, TruePeakMeter, to_db
 from mastering.engine.true_peak import true_peak as true_peak_stream_max
 from mastering.engine.true_peak_limiter import limit_in_place
 from mastering.errors import InternalError
@@ -169,12 +169,11 @@ def measure_encoded(
 ) -> Measurement:
     """Loudness and true peak of an MP3 of a ``sample_rate`` master, as decoded."""
     meter = LoudnessMeter(mp3_rate(sample_rate), channels=channels)
-    peaks = TruePeakStream(channels)
+    peaks = TruePeakMeter(channels)
     for block in stream_decoded(path, channels=channels, ffmpeg_path=ffmpeg_path):
         meter.push(block)
         peaks.push(block)
-    found = peaks.finish()
-    peak = float(found.max()) if found.shape[0] else 0.0
+    peak = peaks.finish()
     return Measurement(lufs=meter.integrated(), true_peak_dbtp=to_db(peak) if peak > 0 else None)
 
 

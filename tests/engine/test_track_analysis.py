@@ -3,7 +3,6 @@ on every kind of material at 44.1, 48 and 96 kHz, and never carries what JSON ca
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import tracemalloc
@@ -186,17 +185,6 @@ def _assert_close(ours: TrackAnalysis, theirs: TrackAnalysis) -> None:
             )
         else:
             assert value == pytest.approx(expected, abs=0.011), key
-
-
-def test_the_true_peak_meter_can_be_left_out() -> None:
-    # Given a track whose true peak the caller already knows
-    samples = material("dense_loud", 6.0, 44_100)
-    full = analyze_track(Track(samples, 44_100))
-    # When it is analysed without the true-peak meter
-    partial = analyze_track(Track(samples, 44_100), measure_true_peak=False)
-    # Then only the true peak is missing, for the caller to set
-    assert partial.true_peak_dbtp is None
-    assert dataclasses.replace(partial, true_peak_dbtp=full.true_peak_dbtp) == full
 
 
 def test_the_sample_peak_is_the_largest_sample() -> None:

@@ -10,6 +10,7 @@ from bench.signals import song
 from mastering.engine.true_peak import (
     OVERSAMPLING,
     TAPS_PER_PHASE,
+    TruePeakMeter,
     TruePeakStream,
     group_true_peaks,
     interpolation_filter,
@@ -96,3 +97,38 @@ def test_streaming_in_any_blocks_reads_what_one_pass_reads(frames: int) -> None:
     assert streamed.shape == (-(-frames // 32),)
     np.testing.assert_array_equal(streamed, whole)
     assert float(whole.max()) >= 0.95
+
+
+def _hard_cases() -> dict[str, np.ndarray]:
+    """Material where the peak between samples is far from the samples, or where it
+    hides in one short stretch of a quiet track."""
+    rate = 44_100
+    n = np.arange(rate)
+    rng = np.random.default_rng(5)
+    cases: dict[str, np.ndarray] = {
+        "clipped rock": _clipped("rock", rate),
+        "limited bright noise": _limited(_bright_noise(rate, 2.0), rate),
+        "limited mix": _limited(song("electronic", 4, rate, 3.0), rate),
+        "alternating samples": (np.where(n % 2 == 0, 0.9, -0.9) * (n % 1000 < 500))[:, None],
+        "square wave": np.sign(np.sin(2 * np.pi * 1000 / rate * n))[:, None] * 0.9,
+        "quiet, then one loud burst": np.concatenate(
+            [rng.standard_normal((300_000, 2)) * 0.01, rng.standard_normal((1_000, 2)) * 0.5]
+        ),
+    }
+    # Sines just under Nyquist, starting abruptly: they ring far above their samples.
+    for cycles, phase in ((0.4999, 0.3), (0.4999, np.pi / 4), (0.45, 0.79), (0.25, 0.3)):
+        cases[f"sine {cycles} fs"] = (0.5 * np.sin(2 * np.pi * cycles * n + phase))[:, None]
+    return cases
+
+
+@pytest.mark.parametrize("case", sorted(_hard_cases()))
+def test_the_largest_peak_is_found_without_interpolating_every_row(case: str) -> None:
+    # Given material whose true peak is hard to find
+    samples = _hard_cases()[case].astype(np.float32)
+    # When the peak-only meter reads it, in awkward blocks
+    meter = TruePeakMeter(samples.shape[1])
+    for start in range(0, samples.shape[0], 7_777):
+        meter.push(samples[start : start + 7_777])
+    # Then it finds the largest of the peaks the per-group meter finds in every row
+    assert meter.finish() == pytest.approx(float(group_true_peaks(samples).max()), rel=1e-6)
+    assert true_peak(samples) == pytest.approx(float(group_true_peaks(samples).max()), rel=1e-6)

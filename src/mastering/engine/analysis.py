@@ -32,6 +32,7 @@ from mastering.engine.loudness import LoudnessMeter
 from mastering.engine.params import FFT_SIZE, INTERNAL_RATE, MIN_VALUE, THRESHOLD
 from mastering.engine.profile import ReferenceProfile
 from mastering.engine.resampler import Resampler, band_limit_taps, internal_length
+from mastering.engine.track_analysis import TrackAnalysis
 from mastering.errors import AudioTooShort
 from mastering.track import Track, sample_peak
 
@@ -217,10 +218,16 @@ def integrated_loudness(samples: FloatArray, rate: int) -> float | None:
     return meter.integrated()
 
 
-def analyze(reference: Track) -> ReferenceProfile:
-    """The reference's profile: everything mastering against it needs."""
+def analyze(reference: Track, *, meters: TrackAnalysis | None = None) -> ReferenceProfile:
+    """The reference's profile: everything mastering against it needs. ``meters``, the
+    reference's own analysis when the caller has it, is kept in the profile (its
+    ``analysis``) and gives its loudness without measuring it again."""
     levels = analyze_levels(reference.samples, reference.sample_rate, role="reference")
     coefficient = normalization_coefficient(levels.peak)
+    if meters is None:
+        lufs = integrated_loudness(reference.samples, reference.sample_rate)
+    else:
+        lufs = meters.lufs
     # matchering divides the reference by the coefficient before analysing it; spectra
     # and RMS are linear in the signal, so dividing the results is the same.
     return ReferenceProfile(
@@ -231,7 +238,8 @@ def analyze(reference: Track) -> ReferenceProfile:
         sample_rate=reference.sample_rate,
         channels=reference.channels,
         frames=reference.frames,
-        lufs=integrated_loudness(reference.samples, reference.sample_rate),
+        lufs=lufs,
         peak=levels.peak,
         fingerprint=audio_fingerprint(reference),
+        analysis=None if meters is None else meters.to_public(),
     )

@@ -8,7 +8,7 @@ in blocks:
 2. ``design_firs``: mid and side matching EQs at the target's rate, ``intensity``
    of the way (in dB) from flat to the full match;
 3. ``convolve_stage``: the EQs applied, output stored as mid/side float32, with
-   per-piece energy and peak of the result's mid, and the target's loudness.
+   per-piece energy and peak of the result's mid.
 
 Then one of two endings, as ``MasterOptions.limiter`` says:
 
@@ -16,11 +16,15 @@ Then one of two endings, as ``MasterOptions.limiter`` says:
   true peak and K-weighted power per control group), ``plan_for_loudness`` finds the
   make-up gain that lands the loudness asked for under the true-peak ceiling, and
   ``true_peak_stage`` applies gain and limiter, mid/side back to left/right in place,
-  and measures the result (``engine.true_peak_limiter``);
+  and analyses the result in the same pass (``engine.true_peak_limiter``,
+  ``engine.track_analysis``);
 * ``matchering``: ``correct_levels``, matchering's four RMS corrections, from the
   convolution's statistics (re-reading only pieces that would clip), then
-  ``limit_stage``, its sample-peak limiter and final gain: ``matchering.process``'s
-  own output.
+  ``limit_stage``, its sample-peak limiter and final gain, the result analysed as it
+  is written: ``matchering.process``'s own output.
+
+The target's own loudness is not measured here: the caller's analysis of the target
+(``engine.track_analysis``) has it.
 
 The output is float32 stereo at the target's own rate. With ``in_place`` it is
 written over a stereo target's samples, so the track is held only once.
@@ -49,7 +53,8 @@ from mastering.engine.limiter import design_limiter, gain_envelope, hard_clip_ga
 from mastering.engine.loudness import MID_SIDE_GAINS, LoudnessMeter
 from mastering.engine.params import MIN_VALUE, RMS_CORRECTION_STEPS
 from mastering.engine.profile import ReferenceProfile
-from mastering.engine.true_peak import METER_TOLERANCE_DB, TruePeakStream, true_peak
+from mastering.engine.track_analysis import TrackAnalysis, TrackAnalyzer
+from mastering.engine.true_peak import METER_TOLERANCE_DB, TruePeakStream
 from mastering.engine.true_peak_limiter import (
     SAFETY_MARGIN_DB,
     LimiterPlan,
@@ -86,16 +91,24 @@ class MasterOptions:
 class MasterResult:
     samples: Float32Array  # (frames, 2) at sample_rate, the target's rate
     sample_rate: int
-    target_lufs: float | None
-    result_lufs: float | None
+    # What a listener would measure of ``samples``: loudness, true peak, bands...
+    analysis: TrackAnalysis
     limited: bool
-    # Linear true peak of ``samples`` (engine.true_peak).
-    true_peak: float = 0.0
     # The loudness aimed at (true-peak limiter), and whether it was reached or given
     # up because the limiter would have had to squash the track.
     loudness_target_lufs: float | None = None
     loudness_reached: bool = True
     limiter_reduction_db: float = 0.0
+
+    @property
+    def result_lufs(self) -> float | None:
+        return self.analysis.lufs
+
+    @property
+    def true_peak(self) -> float:
+        """Linear true peak of ``samples`` (``engine.true_peak``), 0 for silence."""
+        peak_db = self.analysis.true_peak_dbtp
+        return 0.0 if peak_db is None else 10.0 ** (peak_db / 20.0)
 
 
 @dataclass(frozen=True)
@@ -132,40 +145,26 @@ def master(
         out = target.samples
     else:
         out = np.empty((frames, 2), dtype=np.float32)
-    target_meter = LoudnessMeter(rate, channels=target.channels, frames=frames)
     stats = convolve_stage(
-        target.samples,
-        out,
-        mid_fir,
-        side_fir,
-        levels.layout,
-        target_meter,
-        options.block_frames,
+        target.samples, out, mid_fir, side_fir, levels.layout, options.block_frames
     )
     progress(0.55)
     if options.limiter is Limiter.MATCHERING:
         gain = correct_levels(out[:, 0], stats, gain, profile.match_rms, options.block_frames)
         progress(0.7)
-        result_meter = LoudnessMeter(rate, channels=2, frames=frames)
+        analyzer = TrackAnalyzer(rate, 2)
         limited = limit_stage(
             out,
             gain,
             profile.amplitude_coefficient,
             rate,
             stats.stereo_peak,
-            result_meter,
+            analyzer,
             options.block_frames,
         )
-        progress(0.95)
-        peak = true_peak(out)
         progress(1.0)
         return MasterResult(
-            samples=out,
-            sample_rate=rate,
-            target_lufs=target_meter.integrated(),
-            result_lufs=result_meter.integrated(),
-            limited=limited,
-            true_peak=peak,
+            samples=out, sample_rate=rate, analysis=analyzer.finish(), limited=limited
         )
     # A master that starts or ends mid-waveform clicks where playback starts or stops,
     # and meters that pad the edges by mirroring (ffmpeg's resampler, hence its
@@ -184,15 +183,13 @@ def master(
         options.ceiling_dbtp,
     )
     progress(0.7)
-    result = true_peak_stage(out, plan, options.ceiling_dbtp, rate, options.block_frames)
+    analysis = true_peak_stage(out, plan, options.ceiling_dbtp, rate, options.block_frames)
     progress(1.0)
     return MasterResult(
         samples=out,
         sample_rate=rate,
-        target_lufs=target_meter.integrated(),
-        result_lufs=result.lufs,
+        analysis=analysis,
         limited=plan.max_reduction_db > 0.0,
-        true_peak=result.peak,
         loudness_target_lufs=loudness,
         loudness_reached=plan.reached,
         limiter_reduction_db=plan.max_reduction_db,
@@ -222,7 +219,6 @@ def convolve_stage(
     mid_fir: Float64Array,
     side_fir: Float64Array,
     layout: PieceLayout,
-    meter: LoudnessMeter,
     block: int,
 ) -> ConvolvedStats:
     """EQ the target's mid and side (``fftconvolve(..., "same")``) into ``out``.
@@ -249,7 +245,6 @@ def convolve_stage(
 
     for start in range(0, frames, block):
         chunk = source[start : start + block]
-        meter.push(chunk)  # before an in-place write can reach it
         store(stream.push(_mid_side_float32(chunk)), start)
     # The last half-FIR of outputs needs inputs past the end: zeros, as fftconvolve.
     store(stream.push(np.zeros((offset, 2), dtype=np.float32)), frames)
@@ -317,10 +312,11 @@ def limit_stage(
     coefficient: float,
     rate: int,
     stereo_peak: float,
-    meter: LoudnessMeter,
+    analyzer: TrackAnalyzer,
     block: int,
 ) -> bool:
-    """Mid/side in ``out`` → limited, scaled left/right in place. True if it limited."""
+    """Mid/side in ``out`` → limited, scaled left/right in place, pushed to ``analyzer``
+    as written. True if it limited."""
     frames = out.shape[0]
 
     def left_right(start: int, stop: int) -> tuple[Float64Array, Float64Array]:
@@ -339,7 +335,7 @@ def limit_stage(
             right *= envelope
         out[start:stop, 0] = left * coefficient
         out[start:stop, 1] = right * coefficient
-        meter.push(out[start:stop])
+        analyzer.push(out[start:stop])
 
     if not limiter_needed(gain * stereo_peak):
         for start in range(0, frames, block):
@@ -383,36 +379,31 @@ def limiter_stats(out: Float32Array, rate: int, block: int) -> SignalStats:
     )
 
 
-@dataclass(frozen=True)
-class LimitedResult:
-    lufs: float | None
-    peak: float  # linear true peak
-
-
 def true_peak_stage(
     out: Float32Array, plan: LimiterPlan, ceiling_dbtp: float, rate: int, block: int
-) -> LimitedResult:
-    """Mid/side in ``out`` -> left/right with make-up gain and limiter, in place; then
-    its loudness and true peak, measured. Should the measured true peak still be over
-    the ceiling (the limiter works on a prediction of it), the whole master is turned
-    down by the difference: the ceiling is a promise, the last hundredth of a dB of
-    loudness is not."""
+) -> TrackAnalysis:
+    """Mid/side in ``out`` -> left/right with make-up gain and limiter, in place, analysed
+    in the same pass. Should the measured true peak still be over the ceiling (the
+    limiter works on a prediction of it), the whole master is turned down by the
+    difference and analysed again: the ceiling is a promise, the last hundredth of a
+    dB of loudness is not."""
     frames = out.shape[0]
     block -= block % plan.group
-    meter = LoudnessMeter(rate, channels=2, frames=frames)
+    analyzer = TrackAnalyzer(rate, 2)
     for start in range(0, frames, block):
         part = out[start : start + block]
         left = part[:, 0] + part[:, 1]
         right = part[:, 0] - part[:, 1]
         apply_block(left, right, start, plan, part)
-        meter.push(part)
-    lufs = meter.integrated()
-    peak = true_peak(out, block=block)
-    ceiling = 10.0 ** ((ceiling_dbtp - METER_TOLERANCE_DB) / 20.0)
-    if peak > ceiling:
-        scale = 10.0 ** ((ceiling_dbtp - SAFETY_MARGIN_DB) / 20.0) / peak
+        analyzer.push(part)
+    analysis = analyzer.finish()
+    peak_db = analysis.true_peak_dbtp
+    if peak_db is not None and peak_db > ceiling_dbtp - METER_TOLERANCE_DB:
+        scale = np.float32(10.0 ** ((ceiling_dbtp - SAFETY_MARGIN_DB - peak_db) / 20.0))
+        analyzer = TrackAnalyzer(rate, 2)
         for start in range(0, frames, block):
-            out[start : start + block] *= np.float32(scale)
-        peak = true_peak(out, block=block)
-        lufs = None if lufs is None else lufs + 20.0 * math.log10(scale)
-    return LimitedResult(lufs=lufs, peak=peak)
+            part = out[start : start + block]
+            part *= scale
+            analyzer.push(part)
+        analysis = analyzer.finish()
+    return analysis

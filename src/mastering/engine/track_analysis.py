@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mastering.engine.dsp import BLOCK_FRAMES, Float32Array, FloatArray
+from mastering.engine.dsp import BLOCK_FRAMES, FloatArray
 from mastering.engine.loudness import LoudnessMeter
 from mastering.engine.loudness_range import LoudnessRangeMeter
 from mastering.engine.spectrum_bands import BAND_CENTRES_HZ, BandMeter
-from mastering.engine.true_peak import TruePeakStream
+from mastering.engine.true_peak import TruePeakMeter
 from mastering.track import Track
 
 __all__ = [
@@ -97,24 +97,17 @@ def _db(amplitude: float) -> float | None:
 
 
 class TrackAnalyzer:
-    """Every meter of ``TrackAnalysis`` over (frames, channels) blocks pushed in order.
+    """Every meter of ``TrackAnalysis`` over (frames, channels) blocks pushed in order."""
 
-    The true-peak meter is half of the cost: ``measure_true_peak=False`` leaves it out
-    (``true_peak_dbtp`` is then None) for a caller that already knows the track's true
-    peak from the same meter, e.g. the engine's result, and sets it with
-    ``dataclasses.replace``.
-    """
-
-    def __init__(self, sample_rate: int, channels: int, *, measure_true_peak: bool = True) -> None:
+    def __init__(self, sample_rate: int, channels: int) -> None:
         if sample_rate <= 0 or channels <= 0:
             raise ValueError("a track needs a positive sample rate and at least one channel")
         self._channels = channels
         self._loudness = LoudnessMeter(sample_rate, channels=channels)
         self._range = LoudnessRangeMeter(sample_rate, channels=channels)
-        self._true_peaks = TruePeakStream(channels) if measure_true_peak else None
+        self._true_peak_meter = TruePeakMeter(channels)
         self._bands = BandMeter(sample_rate, channels=channels)
         self._sample_peak = 0.0
-        self._true_peak = 0.0
         self._finite = True
 
     def push(self, block: FloatArray) -> None:
@@ -129,19 +122,12 @@ class TrackAnalyzer:
         self._finite = self._finite and math.isfinite(peak)
         self._sample_peak = max(self._sample_peak, peak)
         self._range.push_squares(self._loudness.push(block))
-        if self._true_peaks is not None:
-            self._true_peaks.push(block)
-            self._keep_largest_true_peak(self._true_peaks.take())
+        self._true_peak_meter.push(block)
         self._bands.push(block)
-
-    def _keep_largest_true_peak(self, peaks: Float32Array) -> None:
-        if peaks.shape[0]:
-            self._true_peak = max(self._true_peak, float(peaks.max()))
 
     def finish(self) -> TrackAnalysis:
         """The measurements; the stream ends here."""
-        if self._true_peaks is not None:
-            self._keep_largest_true_peak(self._true_peaks.finish())
+        true_peak = self._true_peak_meter.finish()
         if not self._finite:
             # Samples that are not numbers measure as nothing (the pipeline refuses
             # such audio before it gets here).
@@ -149,34 +135,27 @@ class TrackAnalyzer:
         return TrackAnalysis(
             lufs=self._loudness.integrated(),
             loudness_range_lu=self._range.loudness_range(),
-            true_peak_dbtp=None if self._true_peaks is None else _db(self._true_peak),
+            true_peak_dbtp=_db(true_peak),
             sample_peak_dbfs=_db(self._sample_peak),
             bands_db=tuple(self._bands.levels_db()),
         )
 
 
 def analyze_blocks(
-    blocks: Iterable[FloatArray],
-    *,
-    sample_rate: int,
-    channels: int,
-    measure_true_peak: bool = True,
+    blocks: Iterable[FloatArray], *, sample_rate: int, channels: int
 ) -> TrackAnalysis:
     """Analyse (frames, channels) blocks of one track, in order."""
-    analyzer = TrackAnalyzer(sample_rate, channels, measure_true_peak=measure_true_peak)
+    analyzer = TrackAnalyzer(sample_rate, channels)
     for block in blocks:
         analyzer.push(block)
     return analyzer.finish()
 
 
-def analyze_track(
-    track: Track, *, block_frames: int = BLOCK_FRAMES, measure_true_peak: bool = True
-) -> TrackAnalysis:
+def analyze_track(track: Track, *, block_frames: int = BLOCK_FRAMES) -> TrackAnalysis:
     """Analyse a decoded track, ``block_frames`` at a time."""
     samples = track.samples
     return analyze_blocks(
         (samples[start : start + block_frames] for start in range(0, track.frames, block_frames)),
         sample_rate=track.sample_rate,
         channels=track.channels,
-        measure_true_peak=measure_true_peak,
     )

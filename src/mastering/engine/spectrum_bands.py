@@ -23,10 +23,17 @@ How: a short-time Fourier transform (``engine.fft``, float32) with a sine window
 squares at half-window hops add up to exactly one, so every sample counts equally
 and the band powers of all bins add up to the track's mean square (Parseval), with
 zeros padded either side so the first and last samples count fully too. The
-periodogram's bins are summed over frames (one array of n/2 + 1 floats: memory does
+periodogram's bins are summed over frames (n/2 + 1 floats per channel: memory does
 not grow with the track), then each band sums its bins, a bin at a band's edge
 counted in proportion to how much of its width lies inside: an ideal band-pass,
 which IEC 61260's filters approximate.
+
+Speed: each half window of samples is multiplied by the window's halves straight
+from the pushed block into a batch of windows kept from call to call (no copy of the
+stream, no fresh large arrays, which page-fault), every channel's windows of a batch
+go through one FFT call, and the squares are summed over the batch in one einsum.
+A batch is a fixed number of windows, so the levels do not depend on how the stream
+is cut into blocks. 3 min of 44.1 kHz stereo: 0.08 s (0.24-0.36 s before; 2 cores).
 """
 
 from __future__ import annotations
@@ -55,6 +62,8 @@ UPPER_EDGES_HZ: Float64Array = EXACT_CENTRES_HZ * 10.0 ** (1.0 / 20.0)
 MAX_BIN_HZ = 3.0
 # Below this a band's reading is the FFT's own float32 rounding, not the signal's.
 FLOOR_DB = -140.0
+# Samples per channel in one batch of windows (32 windows of 16384 points at 44.1 kHz).
+_BATCH_SAMPLES = 1 << 19
 
 
 def fft_size(rate: int) -> int:
@@ -95,13 +104,37 @@ class BandMeter:
 
     def __init__(self, rate: int, *, channels: int) -> None:
         self._rate = rate
+        self._channels = channels
         self._size = fft_size(rate)
         self._hop = self._size // 2
-        self._window = _window(self._size)
-        # Half a window of zeros first: the first samples get both halves' weight.
-        self._pending: Float32Array = np.zeros((self._hop, channels), dtype=np.float32)
-        self._power: Float64Array = np.zeros(self._size // 2 + 1)
+        # Repeated per channel, so that a product runs along whole contiguous rows
+        # (broadcast along channels, numpy looped over 2 samples at a time).
+        self._window = np.repeat(_window(self._size), channels).reshape(self._size, channels)
+        # Windows transformed per FFT call, whatever the size of the blocks pushed: a
+        # batch of this size measured fastest, and a fixed one makes the float32 sums,
+        # and so the levels, the same however the stream is cut into blocks.
+        self._batch = max(1, _BATCH_SAMPLES // self._size)
+        # The batch's windows, interleaved as pushed (the FFT runs along axis 1 as
+        # fast as along rows), kept from batch to batch: fresh large arrays page-fault.
+        # One more window than the batch: the first half of the next batch's first.
+        self._windowed: Float32Array = np.empty(
+            (self._batch + 1, self._size, channels), dtype=np.float32
+        )
+        # Each half window of samples is windowed where it lands, straight from the
+        # pushed block; only an incomplete half waits here for the next block.
+        self._partial: Float32Array = np.zeros((self._hop, channels), dtype=np.float32)
+        self._partial_frames = 0
+        # Sums over windows of each bin's squared real and imaginary parts per
+        # channel, laid out as the float32 view of the (bins, channels) spectra.
+        self._squares: Float64Array = np.zeros((self._hop + 1, 2 * channels))
         self._frames = 0
+        # Windows are numbered from the stream's start: window k is halves k and
+        # k + 1. The batch holds windows first ... first + batch - 1; ``halves`` is
+        # how many halves have been windowed: half a window of zeros first, so that
+        # the first samples get both halves' weight too.
+        self._windowed[0, : self._hop] = 0.0
+        self._first = 0
+        self._halves = 1
 
     @property
     def frames(self) -> int:
@@ -111,34 +144,67 @@ class BandMeter:
         if block.shape[0] == 0:
             return
         self._frames += block.shape[0]
-        self._pending = np.concatenate([self._pending, block.astype(np.float32, copy=False)])
-        self._transform()
+        samples = block.astype(np.float32, copy=False)
+        hop, start = self._hop, 0
+        if self._partial_frames:
+            start = min(hop - self._partial_frames, samples.shape[0])
+            self._partial[self._partial_frames : self._partial_frames + start] = samples[:start]
+            self._partial_frames += start
+            if self._partial_frames < hop:
+                return
+            self._add_halves(self._partial[None])
+            self._partial_frames = 0
+        whole = (samples.shape[0] - start) // hop
+        while whole:
+            count = min(whole, self._room())
+            self._add_halves(samples[start : start + count * hop].reshape(count, hop, -1))
+            start, whole = start + count * hop, whole - count
+        self._partial_frames = samples.shape[0] - start
+        self._partial[: self._partial_frames] = samples[start:]
 
-    def _transform(self) -> None:
-        """Transform every whole window of what is pending; keep the rest."""
-        pending = self._pending
-        if pending.shape[0] < self._size:
-            return
-        count = (pending.shape[0] - self._size) // self._hop + 1
-        for channel in range(pending.shape[1]):
-            samples = np.ascontiguousarray(pending[: (count + 1) * self._hop, channel])
-            framed = np.lib.stride_tricks.sliding_window_view(samples, self._size)[:: self._hop]
-            spectra = fft.rfft(framed * self._window, axis=1)
-            self._power += _squared_magnitude(spectra).sum(axis=0, dtype=np.float64)
-        self._pending = pending[count * self._hop :].copy()
+    def _room(self) -> int:
+        """Halves the batch takes before it is full."""
+        return self._batch + 1 - (self._halves - self._first)
+
+    def _add_halves(self, halves: Float32Array) -> None:
+        """Window (count, hop, channels) consecutive halves into the windows they end
+        and begin (at most ``_room()``), transforming the batch once it is complete."""
+        hop, count = self._hop, halves.shape[0]
+        slot = self._halves - self._first  # the window the first of them begins
+        windowed = self._windowed
+        np.multiply(halves, self._window[hop:], out=windowed[slot - 1 : slot - 1 + count, hop:])
+        np.multiply(halves, self._window[:hop], out=windowed[slot : slot + count, :hop])
+        self._halves += count
+        if self._halves - self._first > self._batch:
+            self._transform(self._batch)
+            self._windowed[0, :hop] = self._windowed[self._batch, :hop]
+            self._first += self._batch
+
+    def _transform(self, count: int) -> None:
+        """Add the spectra of the batch's first ``count`` windows."""
+        parts = fft.rfft(self._windowed[:count], axis=1).view(np.float32)
+        # Squared and summed over the batch's windows in one pass with no temporary
+        # (in float32: a few dozen windows), then accumulated in float64.
+        self._squares += np.einsum("ijk,ijk->jk", parts, parts)
 
     def band_power(self) -> Float64Array:
         """Each band's mean square per channel so far (the stream ends here: the last
         window is completed with zeros); NaN for a band above the Nyquist frequency."""
-        channels = self._pending.shape[1]
-        self._pending = np.concatenate(
-            [self._pending, np.zeros((self._size, channels), dtype=np.float32)]
-        )
-        self._transform()
-        self._pending = self._pending[:0]
+        if self._partial_frames:
+            self._partial[self._partial_frames :] = 0.0
+            self._add_halves(self._partial[None])
+            self._partial_frames = 0
+        # A half of zeros ends the window the last samples began.
+        self._partial[:] = 0.0
+        self._add_halves(self._partial[None])
+        if self._halves - 1 > self._first:
+            self._transform(self._halves - 1 - self._first)
+        # Nothing is pending now: a call again adds only that last half of zeros.
+        self._windowed[0, : self._hop] = 0.0
+        self._first = self._halves - 1
         frames = max(self._frames, 1)
-        power: Float64Array = self._power @ band_weights(self._rate, self._size)
-        power /= self._size * frames * channels
+        power: Float64Array = self._squares.sum(axis=1) @ band_weights(self._rate, self._size)
+        power /= self._size * frames * self._channels
         power[~measurable(self._rate)] = np.nan
         return power
 
@@ -154,9 +220,3 @@ def _level_db(power: float) -> float | None:
         return None
     level = 10.0 * math.log10(2.0 * power)
     return level if FLOOR_DB <= level < math.inf else None
-
-
-def _squared_magnitude(spectra: npt.NDArray[np.complex64]) -> Float32Array:
-    real, imaginary = spectra.real, spectra.imag
-    squared: Float32Array = real * real + imaginary * imaginary
-    return squared

@@ -38,6 +38,8 @@ ABSOLUTE_GATE_LUFS = -70.0
 RELATIVE_GATE_LU = -20.0
 LOW_PERCENTILE = 0.10
 HIGH_PERCENTILE = 0.95
+# A window's hops, counted from its first.
+_WINDOW = np.arange(WINDOW_HOPS)
 # BS.1770's offset from mean square to LUFS.
 _OFFSET = -0.691
 
@@ -125,8 +127,10 @@ class LoudnessRangeMeter:
 
     def _add_hops(self, hops: Float64Array) -> None:
         energies = np.concatenate([self._recent, hops])
-        if energies.shape[0] >= WINDOW_HOPS:
-            windows = np.lib.stride_tricks.sliding_window_view(energies, WINDOW_HOPS)
+        count = energies.shape[0] - WINDOW_HOPS + 1
+        if count > 0:
+            # Each window's hops as a row (cheaper than sliding_window_view's checks).
+            windows = energies[np.arange(count)[:, None] + _WINDOW]
             self._short_term.append(windows.sum(axis=1) / self._window_frames)
         self._recent = energies[-(WINDOW_HOPS - 1) :].copy()
 

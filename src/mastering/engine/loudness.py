@@ -28,6 +28,8 @@ _BLOCK_S = 0.4
 _STEP = 0.25
 _ABSOLUTE_GATE = -70.0
 _RELATIVE_GATE = -10.0
+# Gating-block edges are laid out this far ahead of the stream at a time.
+_LOOKAHEAD_S = 60
 _OFFSET = -0.691
 # Channel weights (L, R, C, Ls, Rs) as pyloudnorm.
 CHANNEL_GAINS = (1.0, 1.0, 1.0, 1.41, 1.41)
@@ -80,6 +82,26 @@ class KWeighting:
         filtered, self._state = self._filter.apply(block, self._state, scratch=self._scratch)
         squares: npt.NDArray[np.float32] = np.square(filtered, out=filtered)
         return squares
+
+
+def segment_energy(
+    squares: FloatArray, gains: npt.NDArray[np.float32], cuts: npt.NDArray[np.intp]
+) -> npt.NDArray[np.float64]:
+    """Channel-weighted sums of (frames, channels) ``squares`` from each of the sorted
+    ``cuts`` (the first 0, all before the end) to the next, the last to the end.
+
+    Summed in the squares' float32: numpy sums each segment pairwise, within about
+    1e-7 of the exact sum (float32's own rounding; a float64 sum costs a converting
+    pass). When all channels weigh the same (stereo, mid and side) the segments of the
+    interleaved squares are summed as they lie, in one pass and no weighted copy.
+    """
+    frames, channels = squares.shape
+    if np.all(gains == gains[0]):
+        flat = np.add.reduceat(squares.reshape(frames * channels), cuts * channels)
+        energy: npt.NDArray[np.float64] = flat.astype(np.float64) * float(gains[0])
+    else:
+        energy = np.add.reduceat(squares @ gains, cuts).astype(np.float64)
+    return energy
 
 
 def block_edges(rate: int, frames: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
@@ -141,20 +163,24 @@ class LoudnessMeter:
         self._expected = frames
         self._position = 0
         self._gains = np.array((gains or CHANNEL_GAINS)[:channels], dtype=np.float64)
-        # Squares are weighted before they are summed: one float32 product per block,
-        # then one float64 sum per segment (rather than one per segment and channel).
         self._gains_f32 = self._gains.astype(np.float32)
         self._edges: list[int] = [0]  # sorted
+        self._covered = -1  # every block starting at or before it has its edges
         self._next_block = 0
         self._segments = np.zeros(64)  # channel-weighted
 
     def _edges_until(self, position: int) -> None:
-        """Add the edges of every gating block that starts at or before ``position``.
+        """Add the edges of every gating block that starts at or before ``position``
+        (and of the blocks in the next minute, so most calls have nothing to do).
 
         Blocks are added in order, so an edge at or before ``position`` is never added
         later (a later block starts after it, and stops after its start): segments
-        already summed keep their indices.
+        already summed keep their indices. Edges past the end of the stream split
+        nothing that was pushed.
         """
+        if position <= self._covered:
+            return
+        position = self._covered = position + _LOOKAHEAD_S * self._rate
         # Blocks start every 100 ms: two past the estimate is past ``position``.
         upper = max(int(position / (_BLOCK_S * _STEP * self._rate)) + 3, self._next_block)
         starts, stops = _blocks(np.arange(self._next_block, upper), self._rate)
@@ -165,11 +191,12 @@ class LoudnessMeter:
         if count:
             # New edges all lie after the previous blocks' starts: only the few edges
             # after the first new one (earlier blocks' stops) are merged with them.
-            new = np.union1d(starts[:count], stops[:count])
-            index = bisect.bisect_left(self._edges, int(new[0]))
-            merged = np.union1d(np.asarray(self._edges[index:], dtype=np.intp), new)
+            new = set(starts[:count].tolist())
+            new.update(stops[:count].tolist())
+            index = bisect.bisect_left(self._edges, min(new))
+            new.update(self._edges[index:])
             del self._edges[index:]
-            self._edges.extend(merged.tolist())
+            self._edges.extend(sorted(new))
             self._next_block += count
         if len(self._edges) > self._segments.shape[0]:
             grown = np.zeros(2 * len(self._edges))
@@ -188,8 +215,8 @@ class LoudnessMeter:
         first = bisect.bisect_right(self._edges, start) - 1
         last = bisect.bisect_left(self._edges, stop)
         cuts = np.array([start, *self._edges[first + 1 : last]], dtype=np.intp) - start
-        self._segments[first : first + cuts.shape[0]] += np.add.reduceat(
-            squares @ self._gains_f32, cuts, dtype=np.float64
+        self._segments[first : first + cuts.shape[0]] += segment_energy(
+            squares, self._gains_f32, cuts
         )
         self._position = stop
         return squares

@@ -21,13 +21,15 @@ import numpy as np
 import numpy.typing as npt
 
 from mastering.engine.dsp import FloatArray
-from mastering.engine.iir import BlockFilter
+from mastering.engine.iir import BlockFilter, Scratch
 
 # BS.1770-4: 400 ms blocks every 100 ms, -70 LUFS absolute and -10 LU relative gates.
 _BLOCK_S = 0.4
 _STEP = 0.25
 _ABSOLUTE_GATE = -70.0
 _RELATIVE_GATE = -10.0
+# Gating-block edges are laid out this far ahead of the stream at a time.
+_LOOKAHEAD_S = 60
 _OFFSET = -0.691
 # Channel weights (L, R, C, Ls, Rs) as pyloudnorm.
 CHANNEL_GAINS = (1.0, 1.0, 1.0, 1.41, 1.41)
@@ -73,12 +75,33 @@ class KWeighting:
         # less than 0.001 LU.
         self._filter = _k_weighting_filter(rate)
         self._state = self._filter.zeros(channels)
+        self._scratch = Scratch()
 
     def squares(self, block: FloatArray) -> npt.NDArray[np.float32]:
         """The next block's K-weighted squares (frames, channels), float32."""
-        filtered, self._state = self._filter.apply(block, self._state)
+        filtered, self._state = self._filter.apply(block, self._state, scratch=self._scratch)
         squares: npt.NDArray[np.float32] = np.square(filtered, out=filtered)
         return squares
+
+
+def segment_energy(
+    squares: FloatArray, gains: npt.NDArray[np.float32], cuts: npt.NDArray[np.intp]
+) -> npt.NDArray[np.float64]:
+    """Channel-weighted sums of (frames, channels) ``squares`` from each of the sorted
+    ``cuts`` (the first 0, all before the end) to the next, the last to the end.
+
+    Summed in the squares' float32: numpy sums each segment pairwise, within about
+    1e-7 of the exact sum (float32's own rounding; a float64 sum costs a converting
+    pass). When all channels weigh the same (stereo, mid and side) the segments of the
+    interleaved squares are summed as they lie, in one pass and no weighted copy.
+    """
+    frames, channels = squares.shape
+    if np.all(gains == gains[0]):
+        flat = np.add.reduceat(squares.reshape(frames * channels), cuts * channels)
+        energy: npt.NDArray[np.float64] = flat.astype(np.float64) * float(gains[0])
+    else:
+        energy = np.add.reduceat(squares @ gains, cuts).astype(np.float64)
+    return energy
 
 
 def block_edges(rate: int, frames: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
@@ -87,18 +110,18 @@ def block_edges(rate: int, frames: int) -> tuple[npt.NDArray[np.intp], npt.NDArr
     ``[int(0.4 * 0.25 * j * rate), int(0.4 * (0.25 * j + 1) * rate))``, cut to the track.
     """
     count = max(int(np.round((frames / rate - _BLOCK_S) / (_BLOCK_S * _STEP))) + 1, 0)
-    starts = np.array([_block_start(j, rate) for j in range(count)], dtype=np.intp)
-    stops = np.array([_block_stop(j, rate) for j in range(count)], dtype=np.intp)
+    starts, stops = _blocks(np.arange(count), rate)
     return np.clip(starts, 0, frames), np.clip(stops, 0, frames)
 
 
-def _block_start(index: int, rate: int) -> int:
-    # The same expression as pyloudnorm, so the same rounding.
-    return int(_BLOCK_S * (index * _STEP) * rate)
-
-
-def _block_stop(index: int, rate: int) -> int:
-    return int(_BLOCK_S * (index * _STEP + 1) * rate)
+def _blocks(
+    indices: npt.NDArray[np.integer], rate: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Starts and stops of the gating blocks ``indices``: pyloudnorm's expressions, in
+    float64 as in Python, truncated as ``int`` does, so the same rounding."""
+    starts = (_BLOCK_S * (indices * _STEP) * rate).astype(np.intp)
+    stops = (_BLOCK_S * (indices * _STEP + 1) * rate).astype(np.intp)
+    return starts, stops
 
 
 def gated_loudness(block_energy: npt.NDArray[np.float64]) -> float | None:
@@ -140,30 +163,43 @@ class LoudnessMeter:
         self._expected = frames
         self._position = 0
         self._gains = np.array((gains or CHANNEL_GAINS)[:channels], dtype=np.float64)
-        self._edges: list[int] = [0]
-        self._edge_array: npt.NDArray[np.intp] | None = None
+        self._gains_f32 = self._gains.astype(np.float32)
+        self._edges: list[int] = [0]  # sorted
+        self._covered = -1  # every block starting at or before it has its edges
         self._next_block = 0
-        self._segments = np.zeros((64, channels))
+        self._segments = np.zeros(64)  # channel-weighted
 
     def _edges_until(self, position: int) -> None:
-        """Add the edges of every gating block that starts at or before ``position``.
+        """Add the edges of every gating block that starts at or before ``position``
+        (and of the blocks in the next minute, so most calls have nothing to do).
 
         Blocks are added in order, so an edge at or before ``position`` is never added
         later (a later block starts after it, and stops after its start): segments
-        already summed keep their indices.
+        already summed keep their indices. Edges past the end of the stream split
+        nothing that was pushed.
         """
-        while _block_start(self._next_block, self._rate) <= position:
-            for edge in (
-                _block_start(self._next_block, self._rate),
-                _block_stop(self._next_block, self._rate),
-            ):
-                index = bisect.bisect_left(self._edges, edge)
-                if index == len(self._edges) or self._edges[index] != edge:
-                    self._edges.insert(index, edge)
-                    self._edge_array = None
-            self._next_block += 1
+        if position <= self._covered:
+            return
+        position = self._covered = position + _LOOKAHEAD_S * self._rate
+        # Blocks start every 100 ms: two past the estimate is past ``position``.
+        upper = max(int(position / (_BLOCK_S * _STEP * self._rate)) + 3, self._next_block)
+        starts, stops = _blocks(np.arange(self._next_block, upper), self._rate)
+        while starts.shape[0] and starts[-1] <= position:  # only at very low rates
+            upper += upper
+            starts, stops = _blocks(np.arange(self._next_block, upper), self._rate)
+        count = int(np.searchsorted(starts, position, side="right"))
+        if count:
+            # New edges all lie after the previous blocks' starts: only the few edges
+            # after the first new one (earlier blocks' stops) are merged with them.
+            new = set(starts[:count].tolist())
+            new.update(stops[:count].tolist())
+            index = bisect.bisect_left(self._edges, min(new))
+            new.update(self._edges[index:])
+            del self._edges[index:]
+            self._edges.extend(sorted(new))
+            self._next_block += count
         if len(self._edges) > self._segments.shape[0]:
-            grown = np.zeros((2 * len(self._edges), self._segments.shape[1]))
+            grown = np.zeros(2 * len(self._edges))
             grown[: self._segments.shape[0]] = self._segments
             self._segments = grown
 
@@ -174,20 +210,16 @@ class LoudnessMeter:
         squares = self._weighting.squares(block)
         start, stop = self._position, self._position + block.shape[0]
         self._edges_until(stop)
-        edges = self._edge_positions()
-        inner = edges[(edges > start) & (edges < stop)] - start
-        cuts = np.concatenate([[0], inner]).astype(np.intp)
-        first = int(np.searchsorted(edges, start, side="right")) - 1
-        self._segments[first : first + cuts.shape[0]] += np.add.reduceat(
-            squares, cuts, axis=0, dtype=np.float64
+        # The segment ``start`` lies in, and the edges inside the block: a look-up in
+        # the sorted edges, not a pass over all of them (an hour has 72 000).
+        first = bisect.bisect_right(self._edges, start) - 1
+        last = bisect.bisect_left(self._edges, stop)
+        cuts = np.array([start, *self._edges[first + 1 : last]], dtype=np.intp) - start
+        self._segments[first : first + cuts.shape[0]] += segment_energy(
+            squares, self._gains_f32, cuts
         )
         self._position = stop
         return squares
-
-    def _edge_positions(self) -> npt.NDArray[np.intp]:
-        if self._edge_array is None:
-            self._edge_array = np.asarray(self._edges, dtype=np.intp)
-        return self._edge_array
 
     @property
     def gains(self) -> npt.NDArray[np.float64]:
@@ -206,9 +238,8 @@ class LoudnessMeter:
             return None
         starts, stops = block_edges(self._rate, frames)
         self._edges_until(frames)
-        edges = self._edge_positions()
-        weighted = self._segments[: edges.shape[0]] @ self._gains
-        cumulative = np.concatenate([[0.0], np.cumsum(weighted)])
+        edges = np.asarray(self._edges, dtype=np.intp)
+        cumulative = np.concatenate([[0.0], np.cumsum(self._segments[: edges.shape[0]])])
         # An edge past the end (the last block cut short) counts what was pushed.
         first = np.minimum(np.searchsorted(edges, starts), edges.shape[0])
         last = np.minimum(np.searchsorted(edges, stops), edges.shape[0])

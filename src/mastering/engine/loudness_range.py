@@ -28,7 +28,7 @@ import warnings
 import numpy as np
 
 from mastering.engine.dsp import Float64Array, FloatArray
-from mastering.engine.loudness import CHANNEL_GAINS, KWeighting
+from mastering.engine.loudness import CHANNEL_GAINS, KWeighting, segment_energy
 
 # Short-term windows slide by a tenth of a second, ffmpeg's hop (Tech 3342: <= 1 s).
 HOPS_PER_SECOND = 10
@@ -38,6 +38,10 @@ ABSOLUTE_GATE_LUFS = -70.0
 RELATIVE_GATE_LU = -20.0
 LOW_PERCENTILE = 0.10
 HIGH_PERCENTILE = 0.95
+# One cut: a sum over all frames.
+_FIRST = np.zeros(1, dtype=np.intp)
+# A window's hops, counted from its first.
+_WINDOW = np.arange(WINDOW_HOPS)
 # BS.1770's offset from mean square to LUFS.
 _OFFSET = -0.691
 
@@ -108,25 +112,27 @@ class LoudnessRangeMeter:
         frames = squares.shape[0]
         if frames == 0:
             return
-        weighted = squares.astype(np.float32, copy=False) @ self._gains
         needed = self._hop - self._partial_frames
         if frames < needed:
-            self._partial_energy += float(weighted.sum(dtype=np.float64))
+            self._partial_energy += float(segment_energy(squares, self._gains, _FIRST)[0])
             self._partial_frames += frames
             return
-        first = self._partial_energy + float(weighted[:needed].sum(dtype=np.float64))
-        rest = weighted[needed:]
-        whole = rest.shape[0] // self._hop
-        hops = rest[: whole * self._hop].reshape(whole, self._hop).sum(axis=1, dtype=np.float64)
-        tail = rest[whole * self._hop :]
-        self._partial_energy = float(tail.sum(dtype=np.float64))
-        self._partial_frames = tail.shape[0]
-        self._add_hops(np.concatenate([[first], hops]))
+        whole = (frames - needed) // self._hop
+        # Cuts: the hop under way ends, whole hops, then the start of the next one.
+        cuts = np.arange(needed - self._hop, frames, self._hop, dtype=np.intp)
+        cuts[0] = 0
+        energy = segment_energy(squares, self._gains, cuts)
+        first = self._partial_energy + float(energy[0])
+        self._partial_energy = float(energy[whole + 1]) if energy.shape[0] > whole + 1 else 0.0
+        self._partial_frames = frames - needed - whole * self._hop
+        self._add_hops(np.concatenate([[first], energy[1 : whole + 1]]))
 
     def _add_hops(self, hops: Float64Array) -> None:
         energies = np.concatenate([self._recent, hops])
-        if energies.shape[0] >= WINDOW_HOPS:
-            windows = np.lib.stride_tricks.sliding_window_view(energies, WINDOW_HOPS)
+        count = energies.shape[0] - WINDOW_HOPS + 1
+        if count > 0:
+            # Each window's hops as a row (cheaper than sliding_window_view's checks).
+            windows = energies[np.arange(count)[:, None] + _WINDOW]
             self._short_term.append(windows.sum(axis=1) / self._window_frames)
         self._recent = energies[-(WINDOW_HOPS - 1) :].copy()
 

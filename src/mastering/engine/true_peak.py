@@ -79,30 +79,40 @@ _REFINEMENT_GAIN = 1.25
 _HALF_SAMPLE_SCREEN = 10.0 ** (4.0 / 20.0)
 
 
-@cache
-def _row_matrix(row: int) -> Float32Array:
-    """(row + 2 REACH, OVERSAMPLING * row + 2): the interpolated values of a row of
-    samples from the row and its neighbours, in time order: column ``OVERSAMPLING * i
-    + p + 1`` is the value at sample ``i + p / OVERSAMPLING``; the first and last
-    columns are the values just outside the row (at -1 / OVERSAMPLING and at ``row``),
-    the neighbours a refinement at the row's edges needs, so a row's peaks depend on
-    nothing but its samples and their context."""
+def _interpolation_matrix(row: int, positions: npt.NDArray[np.int64]) -> Float32Array:
+    """(row + 2 REACH, positions): the interpolated values at ``positions`` (in
+    1 / OVERSAMPLING steps from the row's first sample) from the row's samples and
+    their context (REACH either side)."""
     taps = interpolation_filter()
     centre = (taps.shape[0] - 1) // 2
     inputs = np.arange(row + 2 * REACH)[:, None] - REACH  # position relative to the row
-    outputs = np.arange(-1, OVERSAMPLING * row + 1)[None, :]
     # Upsampled index n draws on input j through tap centre + n - OVERSAMPLING * j.
-    index = centre + outputs - OVERSAMPLING * inputs
+    index = centre + positions[None, :] - OVERSAMPLING * inputs
     inside = (index >= 0) & (index < taps.shape[0])
     matrix = np.where(inside, taps[np.clip(index, 0, taps.shape[0] - 1)], 0.0)
     return matrix.astype(np.float32)
 
 
 @cache
+def _row_matrix(row: int) -> Float32Array:
+    """(row + 2 REACH, OVERSAMPLING * row): column ``OVERSAMPLING * i + p`` is the value
+    at sample ``i + p / OVERSAMPLING`` of the row."""
+    return _interpolation_matrix(row, np.arange(OVERSAMPLING * row))
+
+
+@cache
+def _edge_matrix(row: int) -> Float32Array:
+    """(row + 2 REACH, 2): the values just outside the row, at -1 / OVERSAMPLING and at
+    ``row``: the neighbours a refinement at the row's edges needs, so that a row's
+    peaks depend on nothing but its samples and their context. (Their own columns,
+    so the row's values stay contiguous: argmax over a strided view is twice as slow.)"""
+    return _interpolation_matrix(row, np.array([-1, OVERSAMPLING * row]))
+
+
+@cache
 def _half_sample_matrix(row: int) -> Float32Array:
     """(row + 2 REACH, row): the interpolated values half-way after each sample of a row."""
-    columns = 1 + OVERSAMPLING // 2 + OVERSAMPLING * np.arange(row)
-    return np.ascontiguousarray(_row_matrix(row)[:, columns])
+    return _interpolation_matrix(row, OVERSAMPLING // 2 + OVERSAMPLING * np.arange(row))
 
 
 @cache
@@ -126,30 +136,34 @@ class _Scratch:
     costs page faults that made the matrix product twice as slow."""
 
     def __init__(self) -> None:
-        self._buffer = np.zeros((0, OVERSAMPLING * ROW + 2), dtype=np.float32)
+        self._buffer = np.zeros((0, OVERSAMPLING * ROW), dtype=np.float32)
 
-    def values(self, windows: Float32Array) -> Float32Array:
-        """|interpolated values| (rows, OVERSAMPLING * ROW + 2) of ``windows``."""
+    def values(self, windows: Float32Array) -> tuple[Float32Array, Float32Array]:
+        """|interpolated values| of ``windows``: (rows, OVERSAMPLING * ROW) within the
+        rows, and (rows, 2) just outside them (``_edge_matrix``)."""
         rows = windows.shape[0]
         if self._buffer.shape[0] < rows:
             self._buffer = np.empty((rows, self._buffer.shape[1]), dtype=np.float32)
         values = self._buffer[:rows]
         np.matmul(windows, _row_matrix(ROW), out=values)
         np.abs(values, out=values)
-        return values
+        edges = np.abs(windows @ _edge_matrix(ROW))
+        return values, edges
 
 
-def _refined_peaks(values: Float32Array, group: int) -> Float32Array:
-    """Per-group peak (rows, ROW // group) of ``_Scratch.values``: each group's largest
-    value, refined by the parabola through it and its neighbours."""
-    rows = values.shape[0]
+def _refined_peaks(values: Float32Array, edges: Float32Array, group: int) -> Float32Array:
+    """Per-group peak (rows, ROW // group) from ``_Scratch.values``: each group's
+    largest value, refined by the parabola through it and its neighbours."""
+    rows, width = values.shape
     per_group = OVERSAMPLING * group
     groups = ROW // group
-    core = values[:, 1:-1].reshape(rows, groups, per_group)
-    at = np.argmax(core, axis=2) + (1 + per_group * np.arange(groups))  # column in values
+    at = np.argmax(values.reshape(rows, groups, per_group), axis=2)
+    at += per_group * np.arange(groups)  # column in values
     centre = np.take_along_axis(values, at, axis=1).astype(np.float64)
-    left = np.take_along_axis(values, at - 1, axis=1)
-    right = np.take_along_axis(values, at + 1, axis=1)
+    left = np.take_along_axis(values, np.maximum(at - 1, 0), axis=1)
+    left = np.where(at == 0, edges[:, :1], left)
+    right = np.take_along_axis(values, np.minimum(at + 1, width - 1), axis=1)
+    right = np.where(at == width - 1, edges[:, 1:], right)
     curvature = left - 2.0 * centre + right
     # Only at a local maximum (where the vertex lies within half a step of it); a group's
     # largest value at its edge, beside a larger one, is the next group's peak.
@@ -243,8 +257,9 @@ class TruePeakStream(_RowStream):
     def _rows(self, channel: Float32Array, rows: int) -> None:
         if self._found is None:
             raise RuntimeError("rows arrive through _each_channel")
-        values = self._scratch.values(_windows(channel, rows))
-        np.maximum(self._found, _refined_peaks(values, self._group).reshape(-1), out=self._found)
+        values, edges = self._scratch.values(_windows(channel, rows))
+        peaks = _refined_peaks(values, edges, self._group)
+        np.maximum(self._found, peaks.reshape(-1), out=self._found)
 
 
 class TruePeakMeter(_RowStream):
@@ -293,7 +308,7 @@ class TruePeakMeter(_RowStream):
         coarse = np.maximum(halfway, own)
         floor = max(floor, float(coarse.max()))
         chosen = windows[coarse * np.float32(_HALF_SAMPLE_SCREEN) >= floor]
-        exact = _refined_peaks(self._scratch.values(chosen), ROW)
+        exact = _refined_peaks(*self._scratch.values(chosen), ROW)
         self._peak = max(floor, float(exact.max(initial=0.0)))
 
 

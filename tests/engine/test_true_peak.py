@@ -93,9 +93,10 @@ def test_streaming_in_any_blocks_reads_what_one_pass_reads(frames: int) -> None:
     for start in range(0, frames, 7_777):
         stream.push(samples[start : start + 7_777])
     streamed = stream.finish()
-    # Then every group's peak is the same, one group per 32 frames
+    # Then every group's peak is the same (to float32 rounding: the matrix products
+    # may sum in another order for another number of rows), one group per 32 frames
     assert streamed.shape == (-(-frames // 32),)
-    np.testing.assert_array_equal(streamed, whole)
+    np.testing.assert_allclose(streamed, whole, rtol=1e-6)
     assert float(whole.max()) >= 0.95
 
 

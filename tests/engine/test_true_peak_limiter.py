@@ -3,6 +3,7 @@ masters that land at the loudness asked for."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -14,14 +15,17 @@ from hypothesis import strategies as st
 
 from bench.signals import song
 from mastering.engine.analysis import analyze
-from mastering.engine.master import MasterOptions, master
-from mastering.engine.true_peak import METER_TOLERANCE_DB, to_db, true_peak
+from mastering.engine.master import MasterOptions, exact_peaks_from, limiter_stats, master
+from mastering.engine.true_peak import METER_TOLERANCE_DB, group_true_peaks, to_db, true_peak
 from mastering.engine.true_peak_limiter import (
     SAFETY_MARGIN_DB,
     ceiling_stats,
     gain_curve,
     limit_in_place,
+    limiting_threshold_db,
     plan_for_ceiling,
+    plan_for_loudness,
+    to_db_array,
 )
 from mastering.track import Track
 from tests.oracles import ffmpeg_meter, pyloudnorm_lufs, reference_true_peak
@@ -145,3 +149,35 @@ def test_a_loudness_beyond_reach_is_given_up_short_of_squashing() -> None:
     assert result.limiter_reduction_db <= 12.0 + 0.1
     assert reference_true_peak(result.samples) <= -1.0 - METER_TOLERANCE_DB + 0.03
     assert math.isfinite(measured)
+
+
+@pytest.mark.parametrize(
+    ("style", "loudness"), [("rock", -14.0), ("electronic", -9.0), ("acoustic", -6.0)]
+)
+def test_the_plan_from_peak_bounds_is_the_plan_from_every_exact_peak(
+    style: str, loudness: float
+) -> None:
+    # Given an EQ'd track's limiter statistics, with its true peaks as bounds
+    rate = RATE
+    pair_source = song(style, 9, rate, 8.0)
+    mid_side = np.stack(
+        [(pair_source[:, 0] + pair_source[:, 1]) / 2, (pair_source[:, 0] - pair_source[:, 1]) / 2],
+        axis=1,
+    ).astype(np.float32)
+    bounded = limiter_stats(mid_side, rate, 1 << 17)
+    left_right = np.stack([mid_side[:, 0] + mid_side[:, 1], mid_side[:, 0] - mid_side[:, 1]], 1)
+    exact = to_db_array(group_true_peaks(left_right, group=bounded.group))
+    everywhere = dataclasses.replace(bounded, peaks_db=exact)
+    # When only the peaks the limiter may act on are measured exactly
+    threshold = limiting_threshold_db(bounded, loudness, -1.0)
+    measured = exact_peaks_from(bounded, mid_side, threshold)
+    # Then every bound is at or above its peak, the peaks that matter are exact...
+    assert np.all(bounded.peaks_db >= exact - 1e-4)
+    matters = exact >= threshold
+    np.testing.assert_allclose(measured.peaks_db[matters], exact[matters], atol=1e-5)
+    assert np.count_nonzero(measured.peaks_db != bounded.peaks_db) < exact.shape[0]
+    # ...and the limiter's plan is the one every exact peak gives
+    planned = plan_for_loudness(measured, loudness, -1.0)
+    reference = plan_for_loudness(everywhere, loudness, -1.0)
+    assert planned.gain_db == pytest.approx(reference.gain_db, abs=1e-9)
+    np.testing.assert_allclose(planned.knots, reference.knots, atol=1e-6)

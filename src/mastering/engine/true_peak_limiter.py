@@ -55,6 +55,9 @@ MAX_REDUCTION_DB = 12.0
 SAFETY_MARGIN_DB = METER_TOLERANCE_DB + 0.05
 # How close the predicted loudness must come to the target.
 LOUDNESS_TOLERANCE_LU = 0.01
+# The loudness search's upper bracket: the gain alone plus the most loudness the limiter
+# may take away, plus this much room for the prediction.
+_SEARCH_HEADROOM_LU = 1.0
 _MAX_SEARCH_STEPS = 40
 # Below this a reduction is nothing (keeps logarithms finite).
 _NO_REDUCTION_DB = 1e-9
@@ -401,7 +404,7 @@ def plan_for_loudness(
         # The loudness rises with the gain, by less than the gain once the limiter
         # works: the answer lies between the gain alone and that plus the most
         # loudness the limiter may take away (plus room for the prediction).
-        high = evaluate(low.gain_db + max_loss_lu + 1.0)
+        high = evaluate(low.gain_db + max_loss_lu + _SEARCH_HEADROOM_LU)
         best = _solve(evaluate, miss, low, high) if miss(high) > 0.0 else high
     if acceptable(best) and abs(miss(best)) <= 2 * LOUDNESS_TOLERANCE_LU:
         return _plan(stats, best, internal, reached=True)
@@ -421,6 +424,25 @@ def plan_for_loudness(
         else:
             upper = middle
     return _plan(stats, lower, internal, reached=False)
+
+
+def limiting_threshold_db(
+    stats: SignalStats,
+    target_lufs: float,
+    ceiling_db: float,
+    *,
+    max_loss_lu: float = MAX_LOUDNESS_LOSS_LU,
+) -> float:
+    """The lowest peak at unit gain (dB) the limiter can act on while
+    ``plan_for_loudness(stats, target_lufs, ceiling_db)`` searches: the ceiling it aims
+    at less the largest make-up gain it tries. A group whose peak is only known to lie
+    under this needs no exact reading: at every gain tried it is not limited, so an
+    upper bound of its peak gives the very plan its exact peak would."""
+    internal = ceiling_db - SAFETY_MARGIN_DB
+    if stats.loudness is None or not math.isfinite(target_lufs):
+        return internal  # plan_for_ceiling: no make-up gain
+    largest_gain = target_lufs - stats.loudness + max_loss_lu + _SEARCH_HEADROOM_LU
+    return internal - max(largest_gain, 0.0)
 
 
 def _solve(

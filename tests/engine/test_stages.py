@@ -29,6 +29,28 @@ def test_fir_stream_equals_fftconvolve() -> None:
         np.testing.assert_allclose(ours[:, channel], theirs, atol=2e-3 * np.max(np.abs(theirs)))
 
 
+@pytest.mark.parametrize("block", [1_000, 7_777, 1 << 17])
+def test_fir_stream_written_inputs_equal_fftconvolve(block: int) -> None:
+    # Given a stream sized for the block (blocks shorter than the FIR included)
+    rng = np.random.default_rng(block)
+    signal = rng.standard_normal((50_000, 2)).astype(np.float32)
+    taps = rng.standard_normal((4096, 2))
+    stream = FirStream(taps, in_channels=2, block=block)
+    # When each block is written into the stream's inputs, then the tail's zeros
+    pieces = []
+    for start in range(0, 50_000, block):
+        chunk = signal[start : start + block]
+        stream.inputs(chunk.shape[0])[...] = chunk.T
+        pieces.append(stream.push_inputs().copy())
+    stream.inputs(4095)[...] = 0.0
+    pieces.append(stream.push_inputs().copy())
+    ours = np.concatenate(pieces, axis=1)
+    # Then the channel-major outputs are the full convolution
+    for channel in range(2):
+        theirs = fftconvolve(signal[:, channel].astype(np.float64), taps[:, channel])
+        np.testing.assert_allclose(ours[channel], theirs, atol=1e-5 * np.max(np.abs(theirs)))
+
+
 @pytest.mark.parametrize(("rate", "block"), [(44_100, 3_000), (44_100, 1 << 17), (48_000, 5_001)])
 def test_limiter_envelope_equals_matchering(rate: int, block: int) -> None:
     from matchering import Config

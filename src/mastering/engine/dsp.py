@@ -81,45 +81,124 @@ class FirStream:
     end to get the tail. Overlap-save with one FFT of the taps, batched float32 FFTs,
     and the last ``taps - 1`` inputs kept as history: the result equals one long
     ``scipy.signal.fftconvolve`` to float32 precision, in O(block) memory.
+
+    A caller that can write its block straight into the stream (``inputs``) and read
+    the outputs channel by channel (``push_inputs``) saves ``push``'s two copies.
+    Inputs and outputs are held channel-major in buffers reused from push to push:
+    fresh large arrays cost page faults on every push, and the FFTs and the callers'
+    reductions run on contiguous rows.
     """
 
-    def __init__(self, taps: FloatArray, *, in_channels: int, fft_size: int | None = None) -> None:
+    def __init__(
+        self,
+        taps: FloatArray,
+        *,
+        in_channels: int,
+        fft_size: int | None = None,
+        block: int | None = None,
+    ) -> None:
+        """``fft_size`` if given, else the cheapest for pushes of ``block`` frames if
+        that is known (``_fft_size_for``), else a power of two of about 4 FIRs."""
         if taps.ndim != 2:
             raise ValueError("taps must be (length, channels)")
         self._length = int(taps.shape[0])
-        size = fft_size or max(1 << 14, 1 << (4 * self._length - 1).bit_length())
+        if fft_size is not None:
+            size = fft_size
+        elif block is not None:
+            size = _fft_size_for(self._length, block)
+        else:
+            size = max(1 << 14, 1 << (4 * self._length - 1).bit_length())
         if size < 2 * self._length:
             raise ValueError("fft_size must be at least twice the FIR length")
         self._size = size
         self._hop = size - self._length + 1
-        self._spectrum = fft.rfft(taps.astype(np.float32), n=size, axis=0)[None]
-        self._history = np.zeros((self._length - 1, in_channels), dtype=np.float32)
+        # (channels, 1, bins): one spectrum per output channel, broadcast over windows.
+        self._spectrum = fft.rfft(taps.T.astype(np.float32), n=size, axis=1)[:, None, :]
+        self._in_channels = in_channels
+        self._out_channels = max(in_channels, int(taps.shape[1]))
+        # The last taps - 1 inputs, then room for the pushed block and the zeros that
+        # fill its last window.
+        self._input = np.zeros((in_channels, self._length - 1), dtype=np.float32)
+        self._output = np.empty((self._out_channels, 0), dtype=np.float32)
+        self._count = 0
 
     @property
     def length(self) -> int:
         return self._length
 
     def push(self, block: FloatArray) -> Float32Array:
-        count = block.shape[0]
-        data = np.concatenate([self._history, block.astype(np.float32, copy=False)])
-        self._history = data[data.shape[0] - (self._length - 1) :].copy()
+        self.inputs(block.shape[0])[...] = block.T
+        out: Float32Array = np.ascontiguousarray(self.push_inputs().T)
+        return out
+
+    def inputs(self, count: int) -> Float32Array:
+        """(in_channels, count) view to write the next ``count`` inputs into, then
+        ``push_inputs``. Valid until then."""
         frames = -(-count // self._hop)
-        padded = np.zeros((frames * self._hop + self._length - 1, data.shape[1]), np.float32)
-        padded[: data.shape[0]] = data
-        stride_frames, stride_channels = padded.strides
+        needed = self._length - 1 + frames * self._hop
+        if self._input.shape[1] < needed:
+            grown = np.empty((self._in_channels, needed), dtype=np.float32)
+            grown[:, : self._length - 1] = self._input[:, : self._length - 1]
+            self._input = grown
+        self._count = count
+        view: Float32Array = self._input[:, self._length - 1 : self._length - 1 + count]
+        return view
+
+    def push_inputs(self) -> Float32Array:
+        """``push`` of the inputs written into ``inputs``' view: the (channels, count)
+        outputs, in a buffer the next push reuses."""
+        count, history = self._count, self._length - 1
+        frames = -(-count // self._hop)
+        data = self._input
+        data[:, history + count : history + frames * self._hop] = 0.0
+        channel_stride, frame_stride = data.strides
         windows = np.lib.stride_tricks.as_strided(
-            padded,
-            shape=(frames, self._size, data.shape[1]),
-            strides=(self._hop * stride_frames, stride_frames, stride_channels),
+            data,
+            shape=(self._in_channels, frames, self._size),
+            strides=(channel_stride, self._hop * frame_stride, frame_stride),
             writeable=False,
         )
-        # Broadcasts one input channel over several FIRs (the true-peak phases).
-        spectra = fft.rfft(windows, axis=1) * self._spectrum
-        filtered = fft.irfft(spectra, n=self._size, axis=1)
+        spectra = fft.rfft(windows, axis=2)
+        if spectra.shape[0] == self._spectrum.shape[0]:
+            spectra *= self._spectrum
+        else:  # one input channel through several FIRs (the true-peak phases)
+            spectra = spectra * self._spectrum
+        filtered = fft.irfft(spectra, n=self._size, axis=2)
+        # The next push's history: the last taps - 1 inputs (numpy copies overlapping
+        # ranges correctly when the block is shorter than that).
+        data[:, :history] = data[:, count : count + history]
+        if self._output.shape[1] < frames * self._hop:
+            self._output = np.empty((self._out_channels, frames * self._hop), np.float32)
+        out = self._output[:, : frames * self._hop]
         # Overlap-save: the first taps - 1 outputs of each window are wrapped around.
-        valid = filtered[:, self._length - 1 :, :].reshape(frames * self._hop, -1)
-        out: Float32Array = np.ascontiguousarray(valid[:count], dtype=np.float32)
-        return out
+        out.reshape(self._out_channels, frames, self._hop)[...] = filtered[:, :, history:]
+        self._count = 0
+        result: Float32Array = out[:, :count]
+        return result
+
+
+def _fft_size_for(length: int, block: int) -> int:
+    """The overlap-save FFT size that filters ``block`` frames with a ``length``-tap
+    FIR in the least work: fewest ``frames * size * log2(size)`` over powers of two
+    and five times powers of two (pocketfft is as quick on those), at least twice
+    the FIR. A size whose windows just cover the block wastes no transform on padding:
+    for 4096 taps and 2^17 frames, 8 windows of 20480 measured ~20% faster than 11
+    of 16384 or 5 of 32768.
+    """
+    smallest = max(2 * length, 4)
+    # Up to 8x the smallest: longer transforms fall out of the caches.
+    candidates = [
+        size
+        for exponent in range(2, (8 * smallest).bit_length())
+        for size in (1 << exponent, 5 << (exponent - 2))
+        if smallest <= size <= 8 * smallest
+    ]
+
+    def work(size: int) -> float:
+        hop = size - length + 1
+        return -(-block // hop) * size * math.log2(size)
+
+    return min(sorted(candidates), key=work)
 
 
 def sliding_max(values: Float64Array, size: int) -> Float64Array:

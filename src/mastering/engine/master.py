@@ -233,30 +233,44 @@ def convolve_stage(
     """EQ the target's mid and side (``fftconvolve(..., "same")``) into ``out``.
 
     Outputs trail inputs by half the FIR, so writing them over the source (in place)
-    only ever overwrites frames already read.
+    only ever overwrites frames already read. The mid/side block is written straight
+    into the stream's input and the statistics read its channel-major output, in
+    buffers reused from block to block (fresh ones page-fault).
     """
     frames = source.shape[0]
-    stream = FirStream(np.stack([mid_fir, side_fir], axis=1), in_channels=2)
+    # The FIRs take the halving of (L + R) / 2 and (L - R) / 2: one pass less over the
+    # block, and the same outputs to the bit (halving is exact in float32 and float64
+    # short of subnormals, and FFTs and products commute with it).
+    halved = np.stack([mid_fir, side_fir], axis=1) * 0.5
+    stream = FirStream(halved, in_channels=2, block=block)
     offset = (stream.length - 1) // 2
     energy = np.zeros(layout.divisions)
     peak = np.zeros(layout.divisions)
     stereo_peak = 0.0
+    magnitudes = np.empty((2, min(block, frames) + offset), dtype=np.float32)
 
     def store(full: Float32Array, first: int) -> None:
         nonlocal stereo_peak
-        lo, hi = max(first - offset, 0), min(first - offset + full.shape[0], frames)
+        lo, hi = max(first - offset, 0), min(first - offset + full.shape[1], frames)
         if hi <= lo:
             return
-        part = full[lo - (first - offset) : hi - (first - offset)]
-        out[lo:hi] = part
-        _accumulate_pieces(part[:, 0], lo, layout, energy, peak)
-        stereo_peak = max(stereo_peak, float(np.max(np.abs(part[:, 0]) + np.abs(part[:, 1]))))
+        mid, side = full[:, lo - (first - offset) : hi - (first - offset)]
+        # Column by column: a (frames, 2) store from (2, frames) is several times slower.
+        out[lo:hi, 0] = mid
+        out[lo:hi, 1] = side
+        mid_magnitude = np.abs(mid, out=magnitudes[0, : hi - lo])
+        side_magnitude = np.abs(side, out=magnitudes[1, : hi - lo])
+        _accumulate_pieces(mid, mid_magnitude, lo, layout, energy, peak)
+        mid_magnitude += side_magnitude
+        stereo_peak = max(stereo_peak, float(mid_magnitude.max()))
 
     for start in range(0, frames, block):
         chunk = source[start : start + block]
-        store(stream.push(_mid_side_float32(chunk)), start)
+        _sum_and_difference(chunk, stream.inputs(chunk.shape[0]).T)
+        store(stream.push_inputs(), start)
     # The last half-FIR of outputs needs inputs past the end: zeros, as fftconvolve.
-    store(stream.push(np.zeros((offset, 2), dtype=np.float32)), frames)
+    stream.inputs(offset)[...] = 0.0
+    store(stream.push_inputs(), frames)
     return ConvolvedStats(layout, energy, peak, stereo_peak)
 
 
@@ -264,29 +278,44 @@ def _mid_side_float32(chunk: FloatArray) -> Float32Array:
     """(frames, 2) mid and side of a float32 block, as ``mid_side`` rounded to float32
     (what the float32 FFTs take), without float64 temporaries: (L + R) / 2 and
     (L - R) / 2 are rounded once either way, so the values are the same."""
-    out = np.empty((chunk.shape[0], 2), dtype=np.float32)
-    if chunk.shape[1] == 1:
-        out[:, 0] = chunk[:, 0]
-        out[:, 1] = 0.0
-        return out
-    np.add(chunk[:, 0], chunk[:, 1], out=out[:, 0])
-    np.subtract(chunk[:, 0], chunk[:, 1], out=out[:, 1])
+    out = _sum_and_difference(chunk, np.empty((chunk.shape[0], 2), dtype=np.float32))
     out *= np.float32(0.5)
     return out
 
 
+def _sum_and_difference(chunk: FloatArray, out: Float32Array) -> Float32Array:
+    """Twice the mid and side of a (frames, 1 | 2) float32 block, L + R and L - R, into
+    the (frames, 2) view ``out`` (a mono block's mid is the signal, its side zero)."""
+    if chunk.shape[1] == 1:
+        np.add(chunk[:, 0], chunk[:, 0], out=out[:, 0])
+        out[:, 1] = 0.0
+        return out
+    np.add(chunk[:, 0], chunk[:, 1], out=out[:, 0])
+    np.subtract(chunk[:, 0], chunk[:, 1], out=out[:, 1])
+    return out
+
+
 def _accumulate_pieces(
-    values: Float32Array, first: int, layout: PieceLayout, energy: Float64Array, peak: Float64Array
+    values: Float32Array,
+    magnitudes: Float32Array,
+    first: int,
+    layout: PieceLayout,
+    energy: Float64Array,
+    peak: Float64Array,
 ) -> None:
+    """Add ``values`` (from frame ``first`` on) and their ``magnitudes`` to each
+    piece's energy and peak. The sums of squares are float64 products summed by
+    einsum, not ``@``: OpenBLAS's threads would spin against the FFTs' workers (that
+    cost this stage more than its FFTs)."""
     size = layout.piece_size
     stop = min(first + values.shape[0], layout.covered)
     position = first
     while position < stop:
         index = position // size
         end = min((index + 1) * size, stop)
-        part = values[position - first : end - first].astype(np.float64)
-        energy[index] += part @ part
-        peak[index] = max(peak[index], float(np.max(np.abs(part))))
+        part = values[position - first : end - first]
+        energy[index] += np.einsum("i,i->", part, part, dtype=np.float64)
+        peak[index] = max(peak[index], float(magnitudes[position - first : end - first].max()))
         position = end
 
 

@@ -58,7 +58,9 @@ def sample_peak(samples: npt.NDArray[np.floating]) -> float:
     for start in range(0, samples.shape[0], _SCAN_FRAMES):
         block = samples[start : start + _SCAN_FRAMES]
         if block.size:
-            block_peak = float(np.max(np.abs(block)))
+            # max and -min read the block twice but allocate nothing (np.abs's copy
+            # costs more); both are NaN if a sample is, and an infinity shows in one.
+            block_peak = max(float(block.max()), -float(block.min()))
             if not math.isfinite(block_peak):
                 return block_peak
             peak = max(peak, block_peak)

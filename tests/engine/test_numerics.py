@@ -161,3 +161,42 @@ def test_float32_mid_side_is_mid_side_rounded(channels: int) -> None:
     ours = _mid_side_float32(block)
     assert np.array_equal(ours[:, 0], mid.astype(np.float32))
     assert np.array_equal(ours[:, 1], side.astype(np.float32))
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_analysis_mid_side_rows_are_mid_side_rounded(channels: int) -> None:
+    from mastering.engine.analysis import _mid_side_rows
+    from mastering.engine.dsp import mid_side
+
+    # Given a float32 block with 24-bit-like values (their sums need rounding)
+    block = (np.random.default_rng(channels).standard_normal((100_000, channels)) * 0.4).astype(
+        np.float32
+    )
+    # When the level analysis splits it into mid and side rows of a reused buffer
+    buffer = np.full((2, block.shape[0]), np.nan, dtype=np.float32)
+    ours_mid, ours_side = _mid_side_rows(block, buffer)
+    # Then they are matchering's float64 mid and side, rounded once to float32
+    mid, side = mid_side(block)
+    assert np.array_equal(ours_mid, mid.astype(np.float32))
+    assert np.array_equal(ours_side, side.astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("frames", [1, 31, 32, 33, 150])
+def test_frame_magnitude_sum_in_batches_is_the_whole_pieces_sum(
+    dtype: type[np.floating], frames: int
+) -> None:
+    from mastering.engine import fft
+    from mastering.engine.analysis import frame_magnitude_sum
+
+    # Given a piece of whole frames and a remainder, in float32 or float64
+    frame = 256
+    signal = np.random.default_rng(frames).standard_normal(frames * frame + 100).astype(dtype)
+    # When its frames' magnitude spectra are summed batch by batch
+    ours = frame_magnitude_sum(signal, frame)
+    # Then the sum is that of one float32 FFT of all its whole frames, to float64 rounding
+    framed = signal[: frames * frame].astype(np.float32).reshape(frames, frame)
+    expected = np.abs(np.fft.rfft(framed.astype(np.float64), axis=1)).sum(axis=0) / frame
+    np.testing.assert_allclose(ours, expected, rtol=2e-6)
+    whole = np.abs(fft.rfft(framed, axis=1)).sum(axis=0, dtype=np.float64) / frame
+    np.testing.assert_allclose(ours, whole, rtol=1e-12)

@@ -22,6 +22,15 @@ def test_a_tracks_peak_is_its_largest_sample_across_blocks() -> None:
     assert Track(np.zeros((0, 2), np.float32), RATE).peak() == 0.0
 
 
+@pytest.mark.parametrize(("bad", "peak"), [(np.nan, "nan"), (np.inf, "inf"), (-np.inf, "inf")])
+def test_a_track_with_nan_or_infinity_has_that_peak(bad: float, peak: str) -> None:
+    # Given a long track with one NaN or infinite sample deep in its second channel
+    samples = sine(30.0, RATE, amplitude=0.25)
+    samples[-12_345, 1] = bad
+    # Then its peak says so (NaN, or +infinity whatever the sign)
+    assert repr(Track(samples, RATE).peak()) == peak
+
+
 def test_nan_or_infinity_anywhere_makes_a_track_not_finite() -> None:
     samples = tone_mix(20.0, RATE)
     assert Track(samples, RATE).is_finite()

@@ -87,29 +87,69 @@ def write_files(
     return {fmt: files[fmt] for fmt in formats}
 
 
-def _wav_pcm16(clipped: Float32Array) -> npt.NDArray[np.int16]:
+class _BlockBuffers:
+    """The float and integer arrays one block's conversions need, reused from block to
+    block: fresh multi-megabyte arrays page-fault on every block, and cost more than
+    the arithmetic. Views of flat buffers, so a shorter last block is contiguous too."""
+
+    def __init__(self, samples: int) -> None:
+        self._clipped = np.empty(samples, dtype=np.float32)
+        self._scaled = np.empty(samples, dtype=np.float32)
+        self._noise = np.empty(2 * samples, dtype=np.float32)
+        self._pcm = np.empty(samples, dtype=np.int16)
+
+    def clipped(self, shape: tuple[int, ...]) -> Float32Array:
+        return self._clipped[: _size(shape)].reshape(shape)
+
+    def scaled(self, shape: tuple[int, ...]) -> Float32Array:
+        return self._scaled[: _size(shape)].reshape(shape)
+
+    def noise(self, shape: tuple[int, ...]) -> Float32Array:
+        return self._noise[: 2 * _size(shape)].reshape((2, *shape))
+
+    def pcm(self, shape: tuple[int, ...]) -> npt.NDArray[np.int16]:
+        return self._pcm[: _size(shape)].reshape(shape)
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape))
+
+
+def _wav_pcm16(
+    clipped: Float32Array, buffers: _BlockBuffers | None = None
+) -> npt.NDArray[np.int16]:
     """libsndfile's float -> 16-bit WAV conversion done with numpy (four times faster
     than its per-sample loop, the same bytes; a test compares): the sample is rounded
     to 32 bits (``lrintf(x * 2^31)``, capped) and the top 16 kept (``>> 16``, a floor).
     Scaling by powers of two is exact in float32, so is every step here."""
-    scaled = np.rint(clipped * np.float32(2.0**31))
+    buffers = buffers or _BlockBuffers(clipped.size)
+    scaled = np.multiply(clipped, np.float32(2.0**31), out=buffers.scaled(clipped.shape))
+    np.rint(scaled, out=scaled)
     scaled *= np.float32(2.0**-16)
     np.floor(scaled, out=scaled)
-    np.minimum(scaled, 32767.0, out=scaled)
-    pcm: npt.NDArray[np.int16] = scaled.astype(np.int16)
+    # The cap and the conversion to int16 in one pass (the values are whole already).
+    pcm = buffers.pcm(clipped.shape)
+    np.minimum(scaled, np.float32(32767.0), out=pcm, casting="unsafe")
     return pcm
 
 
-def _dithered_pcm16(clipped: Float32Array, rng: np.random.Generator) -> npt.NDArray[np.int16]:
+def _dithered_pcm16(
+    clipped: Float32Array, rng: np.random.Generator, buffers: _BlockBuffers | None = None
+) -> npt.NDArray[np.int16]:
     """16-bit samples with TPDF dither: the difference of two uniform values, +-1 LSB,
     added before rounding, so the rounding error is noise independent of the music."""
-    noise = rng.random(clipped.shape, dtype=np.float32)
-    noise -= rng.random(clipped.shape, dtype=np.float32)
-    scaled = clipped * np.float32(32768.0)
-    scaled += noise
-    np.rint(scaled, out=scaled)
+    buffers = buffers or _BlockBuffers(clipped.size)
+    # Both uniform arrays in one draw: the same values as two draws in turn.
+    noise = rng.random(out=buffers.noise(clipped.shape), dtype=np.float32)
+    # Exact: both are multiples of 2^-24 in [0, 1).
+    np.subtract(noise[0], noise[1], out=noise[0])
+    scaled = np.multiply(clipped, np.float32(32768.0), out=buffers.scaled(clipped.shape))
+    scaled += noise[0]
+    # Clipped before rounding (the bounds are whole numbers, so the order does not
+    # matter), then rounded straight into int16.
     np.clip(scaled, -32768.0, 32767.0, out=scaled)
-    pcm: npt.NDArray[np.int16] = scaled.astype(np.int16)
+    pcm = buffers.pcm(clipped.shape)
+    np.rint(scaled, out=pcm, casting="unsafe")
     return pcm
 
 
@@ -203,17 +243,22 @@ def _write_streamed(
             if mp3:
                 pipe = _Mp3Pipe(rate, samples.shape[1], partials[OutputFormat.MP3], ffmpeg_path)
             rng = np.random.default_rng(_DITHER_SEED)
+            buffers = _BlockBuffers(min(block_frames, samples.shape[0]) * samples.shape[1])
             for start in range(0, samples.shape[0], block_frames):
                 block = samples[start : start + block_frames]
                 # NaN or infinity in a master is our bug; integer PCM cannot hold them.
                 if not np.isfinite(block).all():
                     raise InternalError("The mastered audio contains invalid samples")
-                clipped = np.clip(block, -1.0, 1.0).astype(np.float32, copy=False)
+                clipped = np.clip(block, -1.0, 1.0, out=buffers.clipped(block.shape))
                 pcm16 = None
                 for writer in writers:
                     if writer.subtype == "PCM_16" and writer.format == "WAV":
                         if pcm16 is None:
-                            pcm16 = _dithered_pcm16(clipped, rng) if dither else _wav_pcm16(clipped)
+                            pcm16 = (
+                                _dithered_pcm16(clipped, rng, buffers)
+                                if dither
+                                else _wav_pcm16(clipped, buffers)
+                            )
                         writer.write(pcm16)
                     else:
                         writer.write(clipped)

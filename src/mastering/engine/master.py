@@ -61,8 +61,8 @@ from mastering.engine.true_peak import (
     METER_TOLERANCE_DB,
     ROW,
     TruePeakBounds,
-    row_true_peaks,
-    row_windows,
+    context_of_rows,
+    peaks_of_rows,
 )
 from mastering.engine.true_peak_limiter import (
     SAFETY_MARGIN_DB,
@@ -436,17 +436,21 @@ def exact_peaks_from(stats: SignalStats, out: Float32Array, threshold_db: float)
     if rows.shape[0] == 0:
         return stats
     peaks = padded.copy()
-    # A few thousand rows at a time: their windows are copies.
-    for first in range(0, rows.shape[0], _EXACT_ROWS_AT_ONCE):
-        chosen = rows[first : first + _EXACT_ROWS_AT_ONCE]
-        exact = row_true_peaks(_left_right(row_windows(out, chosen)), group=stats.group)
+    # Block by block: each block's left/right pair once, then the chosen rows' windows.
+    for first in range(0, padded.shape[0] // per_row, _EXACT_ROWS_AT_ONCE):
+        stop = min(first + _EXACT_ROWS_AT_ONCE, padded.shape[0] // per_row)
+        chosen = rows[(rows >= first) & (rows < stop)]
+        if chosen.shape[0] == 0:
+            continue
+        pair = _left_right(context_of_rows(out, first, stop))
+        exact = peaks_of_rows(pair, chosen - first, group=stats.group)
         at = (chosen[:, None] * per_row + np.arange(per_row)[None, :]).reshape(-1)
         peaks[at] = to_db_array(exact.reshape(-1))
     return dataclasses.replace(stats, peaks_db=peaks[: bounds.shape[0]])
 
 
-# Rows measured exactly per batch in ``exact_peaks_from``: ~1 MB of windows.
-_EXACT_ROWS_AT_ONCE = 4096
+# Rows per block in ``exact_peaks_from``: 2^17 frames, the engine's block.
+_EXACT_ROWS_AT_ONCE = 2048
 
 
 def true_peak_stage(

@@ -196,33 +196,36 @@ class _RowStream:
     """
 
     def __init__(self, channels: int) -> None:
-        # Samples from REACH before the first not yet interpolated one, per channel.
-        self._pending = np.zeros((REACH, channels), dtype=np.float32)
+        # Samples from REACH before the first not yet interpolated one, channel by
+        # channel (each channel contiguous: the rows' windows are views of it).
+        self._pending = np.zeros((channels, REACH), dtype=np.float32)
         self._frames = 0
 
     def push(self, block: FloatArray) -> None:
         if block.shape[0] == 0:
             return
         self._frames += block.shape[0]
-        self._pending = np.concatenate([self._pending, block.astype(np.float32, copy=False)])
+        # One copy, transposing as it goes.
+        self._pending = np.concatenate([self._pending, block.T], axis=1, dtype=np.float32)
         # Whole rows whose right-hand context has arrived.
-        rows = (self._pending.shape[0] - 2 * REACH) // ROW
+        rows = (self._pending.shape[1] - 2 * REACH) // ROW
         if rows > 0:
-            self._each_channel(self._pending[: rows * ROW + 2 * REACH], rows)
-            self._pending = self._pending[rows * ROW :].copy()
+            self._each_channel(self._pending[:, : rows * ROW + 2 * REACH], rows)
+            self._pending = self._pending[:, rows * ROW :].copy()
 
     def _end(self) -> None:
-        waiting = self._pending.shape[0] - REACH
+        waiting = self._pending.shape[1] - REACH
         if waiting > 0:
             rows = -(-waiting // ROW)
-            tail = np.zeros((rows * ROW + 2 * REACH, self._pending.shape[1]), dtype=np.float32)
-            tail[: self._pending.shape[0]] = self._pending
+            tail = np.zeros((self._pending.shape[0], rows * ROW + 2 * REACH), dtype=np.float32)
+            tail[:, : self._pending.shape[1]] = self._pending
             self._each_channel(tail, rows)
-        self._pending = self._pending[:0]
+        self._pending = self._pending[:, :0]
 
     def _each_channel(self, data: Float32Array, rows: int) -> None:
-        for index in range(data.shape[1]):
-            self._rows(np.ascontiguousarray(data[:, index]), rows)
+        """``data``: (channels, rows * ROW + 2 REACH), each channel's samples in a row."""
+        for channel in data:
+            self._rows(np.ascontiguousarray(channel), rows)
 
     def _rows(self, channel: Float32Array, rows: int) -> None:
         raise NotImplementedError

@@ -67,7 +67,7 @@ def main() -> None:
     from mastering.engine.master import MasterOptions, master
     from mastering.engine.spectrum_bands import BandMeter
     from mastering.engine.track_analysis import analyze_track
-    from mastering.engine.true_peak import TruePeakStream
+    from mastering.engine.true_peak import TruePeakMeter
     from mastering.track import Track
 
     fft.load()
@@ -109,16 +109,9 @@ def main() -> None:
             lra.loudness_range()
 
         def true_peak() -> None:
-            stream = TruePeakStream(2)
-
-            def push(block: np.ndarray) -> None:
-                # As the analysis does: the peaks handed over block by block, so the
-                # meter's memory stays flat.
-                stream.push(block)
-                stream.take()
-
-            each_block(push)()
-            stream.finish()
+            meter = TruePeakMeter(2)
+            each_block(meter.push)()
+            meter.finish()
 
         def bands() -> None:
             meter = BandMeter(RATE, channels=2)

@@ -137,14 +137,20 @@ def _dithered_pcm16(
     clipped: Float32Array, rng: np.random.Generator, buffers: _BlockBuffers | None = None
 ) -> npt.NDArray[np.int16]:
     """16-bit samples with TPDF dither: the difference of two uniform values, +-1 LSB,
-    added before rounding, so the rounding error is noise independent of the music."""
+    added before rounding, so the rounding error is noise independent of the music.
+
+    Each uniform is 16 random bits (steps of 2^-16 LSB, far finer than the rounding it
+    decorrelates), four to a 64-bit word of the generator: a third of the time of
+    drawing two float32 uniforms per sample, which was most of writing the file."""
     buffers = buffers or _BlockBuffers(clipped.size)
-    # Both uniform arrays in one draw: the same values as two draws in turn.
-    noise = rng.random(out=buffers.noise(clipped.shape), dtype=np.float32)
-    # Exact: both are multiples of 2^-24 in [0, 1).
-    np.subtract(noise[0], noise[1], out=noise[0])
+    words = rng.bit_generator.random_raw(-(-clipped.size // 2))
+    pairs = np.asarray(words).view(np.uint16)[: 2 * clipped.size].reshape(-1, 2)
+    noise = buffers.noise(clipped.shape)[0]
+    np.subtract(pairs[:, 0], pairs[:, 1], out=noise.reshape(-1), dtype=np.float32)
     scaled = np.multiply(clipped, np.float32(32768.0), out=buffers.scaled(clipped.shape))
-    scaled += noise[0]
+    # (u1 - u2) * 2^-16 LSB: exact in float32 (at most 17 significant bits).
+    noise *= np.float32(2.0**-16)
+    scaled += noise
     # Clipped before rounding (the bounds are whole numbers, so the order does not
     # matter), then rounded straight into int16.
     np.clip(scaled, -32768.0, 32767.0, out=scaled)

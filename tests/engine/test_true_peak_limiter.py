@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.signals import song
+from mastering.engine import master as engine_master
 from mastering.engine.analysis import analyze
 from mastering.engine.master import MasterOptions, exact_peaks_from, limiter_stats, master
 from mastering.engine.true_peak import METER_TOLERANCE_DB, group_true_peaks, to_db, true_peak
@@ -181,3 +182,24 @@ def test_the_plan_from_peak_bounds_is_the_plan_from_every_exact_peak(
     reference = plan_for_loudness(everywhere, loudness, -1.0)
     assert planned.gain_db == pytest.approx(reference.gain_db, abs=1e-9)
     np.testing.assert_allclose(planned.knots, reference.knots, atol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [44_100, 48_000, 96_000])
+@pytest.mark.parametrize("loudness", [-22.0, -12.0, -7.0])
+def test_the_result_true_peak_is_the_meters_reading(
+    rate: int, loudness: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a master limited hardly, moderately or hard, at each rate (its rows measured
+    # a few at a time, so that the bounds, not the first batch, decide which)
+    monkeypatch.setattr(engine_master, "_RESULT_ROWS_AT_ONCE", 4)
+    result = master(
+        Track(song("rock", 11, rate, 6.0), rate),
+        _profile(rate),
+        MasterOptions(loudness_lufs=loudness, ceiling_dbtp=-1.0),
+    )
+    # Then the true peak the engine reports, found from the rows the limiter's bounds
+    # point at, is what the meter reads interpolating every row
+    assert result.true_peak == pytest.approx(true_peak(result.samples), rel=1e-6)
+    assert result.analysis.true_peak_dbtp == pytest.approx(
+        to_db(true_peak(result.samples)), abs=1e-5
+    )

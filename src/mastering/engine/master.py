@@ -59,10 +59,13 @@ from mastering.engine.profile import ReferenceProfile
 from mastering.engine.track_analysis import TrackAnalysis, TrackAnalyzer
 from mastering.engine.true_peak import (
     METER_TOLERANCE_DB,
+    REACH,
     ROW,
     TruePeakBounds,
     context_of_rows,
+    peaks_at_rows,
     peaks_of_rows,
+    reach_gain,
 )
 from mastering.engine.true_peak_limiter import (
     SAFETY_MARGIN_DB,
@@ -192,7 +195,7 @@ def master(
     signal = exact_peaks_from(signal, out, threshold)
     plan = plan_for_loudness(signal, target_lufs, options.ceiling_dbtp)
     progress(0.7)
-    analysis = true_peak_stage(out, plan, options.ceiling_dbtp, rate, options.block_frames)
+    analysis = true_peak_stage(out, plan, signal, options.ceiling_dbtp, rate, options.block_frames)
     progress(1.0)
     return MasterResult(
         samples=out,
@@ -453,24 +456,111 @@ def exact_peaks_from(stats: SignalStats, out: Float32Array, threshold_db: float)
 _EXACT_ROWS_AT_ONCE = 2048
 
 
+def result_true_peak(out: Float32Array, plan: LimiterPlan, stats: SignalStats) -> float:
+    """The true peak of the limited left/right master in ``out``: ``TruePeakMeter``'s
+    reading, from the few rows that can hold it.
+
+    What the limiter knew bounds each row of 64 samples: the EQ'd pair's peak per
+    group (``stats``: exact where the limiter may act, an upper bound elsewhere) times
+    the largest gain over the samples the row's interpolation draws on, plus what the
+    gain's swing over them can add (the filter's |h| sum times the swing times the
+    pair's largest sample there, itself under its peak), raised by
+    ``_RESULT_REFINEMENT`` for the refinement between 8x points. Rows are measured
+    exactly from the highest bound down, until no bound left can beat the largest
+    peak found: on a limited master the rows at the ceiling and little else.
+    """
+    rows = -(-out.shape[0] // ROW)
+    top = min(_RESULT_ROWS_AT_ONCE, rows)
+    # The rows with the highest bounds first (their bounds computed a span at a time:
+    # memory stays flat however long the track)...
+    leaders = np.zeros(0, dtype=np.intp)
+    leader_bounds = np.zeros(0, dtype=np.float32)
+    for first in range(0, rows, _BOUND_ROWS_AT_ONCE):
+        bounds = _row_bounds(plan, stats, first, min(first + _BOUND_ROWS_AT_ONCE, rows))
+        leaders = np.concatenate([leaders, np.arange(first, first + bounds.shape[0])])
+        leader_bounds = np.concatenate([leader_bounds, bounds])
+        if leaders.shape[0] > top:
+            keep = np.argpartition(-leader_bounds, top - 1)[:top]
+            leaders, leader_bounds = leaders[keep], leader_bounds[keep]
+    best = float(peaks_at_rows(out, leaders).max())
+    # ...then every other row whose bound beats the largest peak found.
+    for first in range(0, rows, _BOUND_ROWS_AT_ONCE):
+        bounds = _row_bounds(plan, stats, first, min(first + _BOUND_ROWS_AT_ONCE, rows))
+        chosen = first + np.flatnonzero(bounds >= best)
+        chosen = chosen[~np.isin(chosen, leaders)]
+        chosen = chosen[np.argsort(-bounds[chosen - first], kind="stable")]
+        for at in range(0, chosen.shape[0], _RESULT_ROWS_AT_ONCE):
+            batch = chosen[at : at + _RESULT_ROWS_AT_ONCE]
+            batch = batch[bounds[batch - first] >= best]
+            if batch.shape[0]:
+                best = max(best, float(peaks_at_rows(out, batch).max()))
+    return best
+
+
+def _row_bounds(plan: LimiterPlan, stats: SignalStats, first: int, stop: int) -> Float32Array:
+    """``result_true_peak``'s bound of the peak of each row ``first .. stop - 1``."""
+    per_row = ROW // plan.group
+    # Peaks per row, from one row before to one after (zero past the track's ends).
+    padded = np.zeros((stop - first + 2) * per_row, dtype=np.float32)
+    lead = per_row if first > 0 else 0
+    source = stats.peaks_db[max(first - 1, 0) * per_row : (stop + 1) * per_row]
+    padded[per_row - lead : per_row - lead + source.shape[0]] = 10.0 ** (source / 20.0)
+    per_row_peaks = padded.reshape(-1, per_row).max(axis=1)
+    own = per_row_peaks[1:-1]
+    # Samples a row draws on lie in it and its neighbours (REACH < ROW).
+    nearby = np.maximum(np.maximum(per_row_peaks[:-2], own), per_row_peaks[2:])
+    # The gain over frames [r ROW - REACH, (r + 1) ROW + REACH): linear between the
+    # knots of the groups those frames fall in.
+    knots = plan.knots * np.float32(10.0 ** (plan.gain_db / 20.0))
+    index = np.arange(first, stop)
+    lowest_group = (index * ROW - REACH) // plan.group
+    span = ((first + 1) * ROW + REACH - 1) // plan.group + 1 - (first * ROW - REACH) // plan.group
+    # One knot array per offset into the span (the same for every row): whole-array
+    # maxima instead of a short reduction per row.
+    shifted = [
+        knots[np.clip(lowest_group + offset, 0, knots.shape[0] - 1)] for offset in range(span + 1)
+    ]
+    highest = np.maximum.reduce(shifted)
+    swing = highest - np.minimum.reduce(shifted)
+    bounds: Float32Array = (highest * own + np.float32(reach_gain()) * swing * nearby) * np.float32(
+        _RESULT_REFINEMENT
+    )
+    return bounds
+
+
+# How far a refined peak may sit above the 8x points it is fitted to, for a band-limited
+# signal: 1 / cos(pi B / 8 fs) is 0.19 dB at B = 0.54 fs (the interpolation filter's
+# transition band); a slowly moving gain widens the band by a few hundred Hz.
+_RESULT_REFINEMENT = 10.0 ** (0.3 / 20.0)
+# Rows measured exactly per batch in ``result_true_peak``, and rows bounded at a time.
+_RESULT_ROWS_AT_ONCE = 512
+_BOUND_ROWS_AT_ONCE = 1 << 16
+
+
 def true_peak_stage(
-    out: Float32Array, plan: LimiterPlan, ceiling_dbtp: float, rate: int, block: int
+    out: Float32Array,
+    plan: LimiterPlan,
+    stats: SignalStats,
+    ceiling_dbtp: float,
+    rate: int,
+    block: int,
 ) -> TrackAnalysis:
     """Mid/side in ``out`` -> left/right with make-up gain and limiter, in place, analysed
-    in the same pass. Should the measured true peak still be over the ceiling (the
-    limiter works on a prediction of it), the whole master is turned down by the
-    difference and analysed again: the ceiling is a promise, the last hundredth of a
-    dB of loudness is not."""
+    in the same pass (its true peak by ``result_true_peak``, from the rows that can
+    hold it). Should the measured true peak still be over the ceiling (the limiter
+    works on a prediction of it), the whole master is turned down by the difference
+    and analysed again: the ceiling is a promise, the last hundredth of a dB of
+    loudness is not."""
     frames = out.shape[0]
     block -= block % plan.group
-    analyzer = TrackAnalyzer(rate, 2)
+    analyzer = TrackAnalyzer(rate, 2, measure_true_peak=False)
     for start in range(0, frames, block):
         part = out[start : start + block]
         left = part[:, 0] + part[:, 1]
         right = part[:, 0] - part[:, 1]
         apply_block(left, right, start, plan, part)
         analyzer.push(part)
-    analysis = analyzer.finish()
+    analysis = analyzer.finish(true_peak=result_true_peak(out, plan, stats))
     peak_db = analysis.true_peak_dbtp
     if peak_db is not None and peak_db > ceiling_dbtp - METER_TOLERANCE_DB:
         scale = np.float32(10.0 ** ((ceiling_dbtp - SAFETY_MARGIN_DB - peak_db) / 20.0))

@@ -97,15 +97,20 @@ def _db(amplitude: float) -> float | None:
 
 
 class TrackAnalyzer:
-    """Every meter of ``TrackAnalysis`` over (frames, channels) blocks pushed in order."""
+    """Every meter of ``TrackAnalysis`` over (frames, channels) blocks pushed in order.
 
-    def __init__(self, sample_rate: int, channels: int) -> None:
+    ``measure_true_peak=False`` leaves the true-peak meter out, for a caller that finds
+    the same reading another way (the engine's result: ``master.result_true_peak``)
+    and gives it to ``finish``.
+    """
+
+    def __init__(self, sample_rate: int, channels: int, *, measure_true_peak: bool = True) -> None:
         if sample_rate <= 0 or channels <= 0:
             raise ValueError("a track needs a positive sample rate and at least one channel")
         self._channels = channels
         self._loudness = LoudnessMeter(sample_rate, channels=channels)
         self._range = LoudnessRangeMeter(sample_rate, channels=channels)
-        self._true_peak_meter = TruePeakMeter(channels)
+        self._true_peak_meter = TruePeakMeter(channels) if measure_true_peak else None
         self._bands = BandMeter(sample_rate, channels=channels)
         self._sample_peak = 0.0
         self._finite = True
@@ -122,12 +127,19 @@ class TrackAnalyzer:
         self._finite = self._finite and math.isfinite(peak)
         self._sample_peak = max(self._sample_peak, peak)
         self._range.push_squares(self._loudness.push(block))
-        self._true_peak_meter.push(block)
+        if self._true_peak_meter is not None:
+            self._true_peak_meter.push(block)
         self._bands.push(block)
 
-    def finish(self) -> TrackAnalysis:
-        """The measurements; the stream ends here."""
-        true_peak = self._true_peak_meter.finish()
+    def finish(self, *, true_peak: float | None = None) -> TrackAnalysis:
+        """The measurements; the stream ends here. ``true_peak``: the linear true peak,
+        when this analyzer was made without its meter (and only then)."""
+        if self._true_peak_meter is not None:
+            if true_peak is not None:
+                raise ValueError("this analyzer measures the true peak itself")
+            true_peak = self._true_peak_meter.finish()
+        elif true_peak is None:
+            raise ValueError("an analyzer without its true-peak meter needs the true peak")
         if not self._finite:
             # Samples that are not numbers measure as nothing (the pipeline refuses
             # such audio before it gets here).

@@ -336,6 +336,30 @@ def peaks_of_rows(
     return found
 
 
+def peaks_at_rows(samples: FloatArray, rows: npt.NDArray[np.intp]) -> Float32Array:
+    """``TruePeakMeter``'s reading (the largest refined peak, the maximum over channels)
+    of each of the rows ``rows`` of a stream of (frames, channels) ``samples``, zeros
+    before and after it, as the stream meters read it."""
+    frames = samples.shape[0]
+    offsets = rows[:, None] * ROW - REACH + np.arange(ROW + 2 * REACH)[None, :]
+    outside = (offsets < 0) | (offsets >= frames)
+    scratch = _Scratch()
+    found = np.zeros(rows.shape[0], dtype=np.float32)
+    for index in range(samples.shape[1]):
+        windows = np.ascontiguousarray(
+            samples[np.clip(offsets, 0, max(frames - 1, 0)), index], dtype=np.float32
+        )
+        windows[outside] = 0.0
+        np.maximum(found, _refined_peaks(*scratch.values(windows), ROW)[:, 0], out=found)
+    return found
+
+
+def reach_gain() -> float:
+    """The most any interpolated value can exceed the largest |sample| it draws on (the
+    filter's largest column sum of |h|, ~2.74)."""
+    return _reach_gain()
+
+
 class TruePeakMeter(_RowStream):
     """The true peak of a whole stream: the largest of ``TruePeakStream``'s peaks (per
     row of ``ROW`` samples), found without interpolating every row.

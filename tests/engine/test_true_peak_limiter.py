@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 from bench.signals import song
 from mastering.engine import master as engine_master
 from mastering.engine.analysis import analyze
-from mastering.engine.master import MasterOptions, exact_peaks_from, limiter_stats, master
+from mastering.engine.master import (
+    MasterOptions,
+    exact_peaks_from,
+    limiter_stats,
+    master,
+    plan_on_exact_peaks,
+)
 from mastering.engine.true_peak import METER_TOLERANCE_DB, group_true_peaks, to_db, true_peak
 from mastering.engine.true_peak_limiter import (
     SAFETY_MARGIN_DB,
@@ -203,3 +209,26 @@ def test_the_result_true_peak_is_the_meters_reading(
     assert result.analysis.true_peak_dbtp == pytest.approx(
         to_db(true_peak(result.samples)), abs=1e-5
     )
+
+
+@pytest.mark.parametrize(
+    ("style", "loudness"), [("rock", -14.0), ("electronic", -9.0), ("acoustic", -6.0)]
+)
+def test_the_plan_measures_first_the_peaks_near_the_gain_alone(style: str, loudness: float) -> None:
+    # Given an EQ'd track's limiter statistics, with its true peaks as bounds
+    source = song(style, 9, RATE, 8.0)
+    mid_side = np.stack(
+        [(source[:, 0] + source[:, 1]) / 2, (source[:, 0] - source[:, 1]) / 2], axis=1
+    ).astype(np.float32)
+    bounded = limiter_stats(mid_side, RATE, 1 << 17)
+    left_right = np.stack([mid_side[:, 0] + mid_side[:, 1], mid_side[:, 0] - mid_side[:, 1]], 1)
+    exact = to_db_array(group_true_peaks(left_right, group=bounded.group))
+    everywhere = plan_for_loudness(dataclasses.replace(bounded, peaks_db=exact), loudness, -1.0)
+    # When the plan is made measuring the peaks near the gain alone first
+    measured, planned = plan_on_exact_peaks(bounded, mid_side, loudness, -1.0)
+    # Then it lands where the plan on every exact peak lands, or gives up as it does...
+    assert planned.reached == everywhere.reached
+    assert planned.gain_db == pytest.approx(everywhere.gain_db, abs=0.02)
+    # ...and every peak it limits at its gain was measured exactly
+    limited = measured.peaks_db + planned.gain_db > -1.0 - SAFETY_MARGIN_DB
+    np.testing.assert_allclose(measured.peaks_db[limited], exact[limited], atol=1e-5)

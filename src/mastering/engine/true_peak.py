@@ -307,51 +307,34 @@ class TruePeakBounds(_GroupStream):
         return bounds.reshape(rows, ROW // self._group)
 
 
-def context_of_rows(samples: FloatArray, first: int, stop: int) -> Float32Array:
-    """Rows ``first .. stop - 1`` of a stream of (frames, channels) ``samples`` with
-    their context, as ``TruePeakStream`` reads them (zeros before and after the
-    stream): frames ``first * ROW - REACH`` to ``stop * ROW + REACH``, float32."""
+def windows_at_rows(samples: FloatArray, rows: npt.NDArray[np.intp]) -> Float32Array:
+    """(len(rows), ROW + 2 REACH, channels): the samples the rows ``rows`` of a stream of
+    (frames, channels) ``samples`` draw on, zeros before and after it, as the stream
+    meters read it."""
     frames = samples.shape[0]
-    lo, hi = first * ROW - REACH, stop * ROW + REACH
-    block = np.zeros((hi - lo, samples.shape[1]), dtype=np.float32)
-    inside_lo, inside_hi = max(lo, 0), min(hi, frames)
-    if inside_hi > inside_lo:
-        block[inside_lo - lo : inside_hi - lo] = samples[inside_lo:inside_hi]
-    return block
+    offsets = rows[:, None] * ROW - REACH + np.arange(ROW + 2 * REACH)[None, :]
+    windows: Float32Array = samples[np.clip(offsets, 0, max(frames - 1, 0))].astype(np.float32)
+    windows[(offsets < 0) | (offsets >= frames)] = 0.0
+    return windows
 
 
-def peaks_of_rows(
-    block: Float32Array, rows: npt.NDArray[np.intp], *, group: int = ROW
-) -> Float32Array:
-    """``TruePeakStream``'s peaks (len(rows), ROW // group), the maximum over channels,
-    of the rows ``rows`` (counted from the first) of a ``context_of_rows`` block."""
+def group_peaks_of_windows(windows: Float32Array, *, group: int = ROW) -> Float32Array:
+    """``TruePeakStream``'s peaks (rows, ROW // group), the maximum over channels, of rows
+    given by their (rows, ROW + 2 REACH, channels) ``windows_at_rows``."""
     if group <= 0 or ROW % group:
         raise ValueError(f"group must divide {ROW}")
     scratch = _Scratch()
-    found = np.zeros((rows.shape[0], ROW // group), dtype=np.float32)
-    count = (block.shape[0] - 2 * REACH) // ROW
-    for index in range(block.shape[1]):
-        windows = _windows(np.ascontiguousarray(block[:, index]), count)[rows]
-        np.maximum(found, _refined_peaks(*scratch.values(windows), group), out=found)
+    found = np.zeros((windows.shape[0], ROW // group), dtype=np.float32)
+    for index in range(windows.shape[2]):
+        channel = np.ascontiguousarray(windows[:, :, index])
+        np.maximum(found, _refined_peaks(*scratch.values(channel), group), out=found)
     return found
 
 
 def peaks_at_rows(samples: FloatArray, rows: npt.NDArray[np.intp]) -> Float32Array:
     """``TruePeakMeter``'s reading (the largest refined peak, the maximum over channels)
-    of each of the rows ``rows`` of a stream of (frames, channels) ``samples``, zeros
-    before and after it, as the stream meters read it."""
-    frames = samples.shape[0]
-    offsets = rows[:, None] * ROW - REACH + np.arange(ROW + 2 * REACH)[None, :]
-    outside = (offsets < 0) | (offsets >= frames)
-    scratch = _Scratch()
-    found = np.zeros(rows.shape[0], dtype=np.float32)
-    for index in range(samples.shape[1]):
-        windows = np.ascontiguousarray(
-            samples[np.clip(offsets, 0, max(frames - 1, 0)), index], dtype=np.float32
-        )
-        windows[outside] = 0.0
-        np.maximum(found, _refined_peaks(*scratch.values(windows), ROW)[:, 0], out=found)
-    return found
+    of each of the rows ``rows`` of a stream of (frames, channels) ``samples``."""
+    return group_peaks_of_windows(windows_at_rows(samples, rows))[:, 0]
 
 
 def reach_gain() -> float:

@@ -445,6 +445,12 @@ def limiting_threshold_db(
     return internal - max(largest_gain, 0.0)
 
 
+def gain_threshold_db(ceiling_db: float, gain_db: float) -> float:
+    """The lowest peak at unit gain (dB) the limiter acts on at make-up gains up to
+    ``gain_db``: a plan whose gain is at most this needs exact peaks only above it."""
+    return ceiling_db - SAFETY_MARGIN_DB - max(gain_db, 0.0)
+
+
 def _solve(
     evaluate: Callable[[float], _Candidate],
     miss: Callable[[_Candidate], float],

@@ -27,6 +27,7 @@ from mastering.engine.dsp import (
     PieceLayout,
     internal_frames,
     mid_side,
+    sum_and_difference,
 )
 from mastering.engine.eq import fir_length
 from mastering.engine.loudness import LoudnessMeter
@@ -39,8 +40,6 @@ from mastering.track import Track, sample_peak
 
 # Frames per FFT call in ``frame_magnitude_sum`` (measured: 32 to 64 are fastest).
 _FFT_BATCH = 32
-# mid = (L + R) / 2, side = (L - R) / 2 as one product (``_mid_side_rows``).
-_MID_SIDE = np.array([[0.5, 0.5], [0.5, -0.5]], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -122,14 +121,9 @@ def _piece_energy(mid: FloatArray) -> float:
 
 def _mid_side_rows(block: FloatArray, out: Float32Array) -> tuple[Float32Array, Float32Array]:
     """(mid, side) of a (frames, 1 | 2) float32 block as the rows of ``out`` (2, frames):
-    ``mid_side`` rounded to float32, without its float64 temporaries. One BLAS product
-    with [[1/2, 1/2], [1/2, -1/2]]: the halves are exact, so each value is rounded once,
-    as (L + R) / 2 and (L - R) / 2 rounded from float64 (a test compares)."""
-    if block.shape[1] == 1:
-        out[0] = block[:, 0]
-        out[1] = 0.0
-    else:
-        np.matmul(_MID_SIDE, block.T, out=out)
+    ``mid_side`` rounded to float32, without its float64 temporaries (a test compares)."""
+    sum_and_difference(block, out.T)
+    out *= np.float32(0.5)
     return out[0], out[1]
 
 

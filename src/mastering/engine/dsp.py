@@ -24,6 +24,21 @@ FloatArray = npt.NDArray[np.floating]
 BLOCK_FRAMES = 1 << 17
 
 
+def sum_and_difference(pairs: FloatArray, out: Float32Array) -> Float32Array:
+    """first + second and first - second of the last axis of ``pairs`` (..., 1 | 2)
+    into ``out`` (..., 2), float32, any layout (e.g. the transpose of channel-major
+    rows): twice the mid and side of a left/right pair, or the left/right pair of a
+    mid/side one. A single channel's sum is twice it, its difference zero. Each value
+    is rounded once, so halving the sums gives ``mid_side`` rounded to float32."""
+    if pairs.shape[-1] == 1:
+        np.add(pairs[..., 0], pairs[..., 0], out=out[..., 0])
+        out[..., 1] = 0.0
+        return out
+    np.add(pairs[..., 0], pairs[..., 1], out=out[..., 0])
+    np.subtract(pairs[..., 0], pairs[..., 1], out=out[..., 1])
+    return out
+
+
 def mid_side(block: FloatArray) -> tuple[Float64Array, Float64Array]:
     """(mid, side) of a (frames, 1 | 2) block in float64, as matchering's lr_to_ms.
 

@@ -50,6 +50,7 @@ from mastering.engine.dsp import (
     FloatArray,
     PieceLayout,
     fade_edges_in_place,
+    sum_and_difference,
 )
 from mastering.engine.eq import design_fir, matching_ratio
 from mastering.engine.limiter import design_limiter, gain_envelope, hard_clip_gain, limiter_needed
@@ -268,33 +269,12 @@ def convolve_stage(
 
     for start in range(0, frames, block):
         chunk = source[start : start + block]
-        _sum_and_difference(chunk, stream.inputs(chunk.shape[0]).T)
+        sum_and_difference(chunk, stream.inputs(chunk.shape[0]).T)
         store(stream.push_inputs(), start)
     # The last half-FIR of outputs needs inputs past the end: zeros, as fftconvolve.
     stream.inputs(offset)[...] = 0.0
     store(stream.push_inputs(), frames)
     return ConvolvedStats(layout, energy, peak, stereo_peak)
-
-
-def _mid_side_float32(chunk: FloatArray) -> Float32Array:
-    """(frames, 2) mid and side of a float32 block, as ``mid_side`` rounded to float32
-    (what the float32 FFTs take), without float64 temporaries: (L + R) / 2 and
-    (L - R) / 2 are rounded once either way, so the values are the same."""
-    out = _sum_and_difference(chunk, np.empty((chunk.shape[0], 2), dtype=np.float32))
-    out *= np.float32(0.5)
-    return out
-
-
-def _sum_and_difference(chunk: FloatArray, out: Float32Array) -> Float32Array:
-    """Twice the mid and side of a (frames, 1 | 2) float32 block, L + R and L - R, into
-    the (frames, 2) view ``out`` (a mono block's mid is the signal, its side zero)."""
-    if chunk.shape[1] == 1:
-        np.add(chunk[:, 0], chunk[:, 0], out=out[:, 0])
-        out[:, 1] = 0.0
-        return out
-    np.add(chunk[:, 0], chunk[:, 1], out=out[:, 0])
-    np.subtract(chunk[:, 0], chunk[:, 1], out=out[:, 1])
-    return out
 
 
 def _accumulate_pieces(
@@ -418,18 +398,15 @@ def limiter_stats(out: Float32Array, rate: int, block: int) -> SignalStats:
 
 
 def _left_right(mid_side: Float32Array) -> Float32Array:
-    """The (unscaled) left/right pair of (frames, 2) mid/side: mid + side, mid - side."""
-    pair = np.empty_like(mid_side)
-    np.add(mid_side[..., 0], mid_side[..., 1], out=pair[..., 0])
-    np.subtract(mid_side[..., 0], mid_side[..., 1], out=pair[..., 1])
-    return pair
+    """The (unscaled) left/right pair of (..., 2) mid/side: mid + side, mid - side."""
+    return sum_and_difference(mid_side, np.empty(mid_side.shape, dtype=np.float32))
 
 
 def exact_peaks_from(stats: SignalStats, out: Float32Array, threshold_db: float) -> SignalStats:
     """``stats`` with the exact true peak (``TruePeakStream``'s) of every group whose
     bound reaches ``threshold_db``, read from the EQ'd mid/side in ``out``; the other
-    groups keep their bounds, which the limiter never acts on (see
-    ``limiting_threshold_db``). On music a fifth to a third of the rows or fewer."""
+    groups keep their bounds, which the limiter does not act on at the gains the
+    threshold allows (``gain_threshold_db``, ``limiting_threshold_db``)."""
     per_row = ROW // stats.group
     bounds = stats.peaks_db
     padded = np.full(-(-bounds.shape[0] // per_row) * per_row, -np.inf, dtype=np.float32)
@@ -498,30 +475,27 @@ def result_true_peak(out: Float32Array, plan: LimiterPlan, stats: SignalStats) -
     peak found: on a limited master the rows at the ceiling and little else.
     """
     rows = -(-out.shape[0] // ROW)
+    # One float32 per row (1/64 of the track's samples), computed a span at a time so
+    # the intermediate arrays stay small however long the track.
+    bounds = np.concatenate(
+        [
+            _row_bounds(plan, stats, first, min(first + _BOUND_ROWS_AT_ONCE, rows))
+            for first in range(0, rows, _BOUND_ROWS_AT_ONCE)
+        ]
+    )
+    # The rows with the highest bounds first...
     top = min(_RESULT_ROWS_AT_ONCE, rows)
-    # The rows with the highest bounds first (their bounds computed a span at a time:
-    # memory stays flat however long the track)...
-    leaders = np.zeros(0, dtype=np.intp)
-    leader_bounds = np.zeros(0, dtype=np.float32)
-    for first in range(0, rows, _BOUND_ROWS_AT_ONCE):
-        bounds = _row_bounds(plan, stats, first, min(first + _BOUND_ROWS_AT_ONCE, rows))
-        leaders = np.concatenate([leaders, np.arange(first, first + bounds.shape[0])])
-        leader_bounds = np.concatenate([leader_bounds, bounds])
-        if leaders.shape[0] > top:
-            keep = np.argpartition(-leader_bounds, top - 1)[:top]
-            leaders, leader_bounds = leaders[keep], leader_bounds[keep]
+    leaders = np.argpartition(-bounds, top - 1)[:top]
     best = float(peaks_at_rows(out, leaders).max())
-    # ...then every other row whose bound beats the largest peak found.
-    for first in range(0, rows, _BOUND_ROWS_AT_ONCE):
-        bounds = _row_bounds(plan, stats, first, min(first + _BOUND_ROWS_AT_ONCE, rows))
-        chosen = first + np.flatnonzero(bounds >= best)
-        chosen = chosen[~np.isin(chosen, leaders)]
-        chosen = chosen[np.argsort(-bounds[chosen - first], kind="stable")]
-        for at in range(0, chosen.shape[0], _RESULT_ROWS_AT_ONCE):
-            batch = chosen[at : at + _RESULT_ROWS_AT_ONCE]
-            batch = batch[bounds[batch - first] >= best]
-            if batch.shape[0]:
-                best = max(best, float(peaks_at_rows(out, batch).max()))
+    # ...then every other row whose bound beats the largest peak found, highest first.
+    bounds[leaders] = -np.inf
+    chosen = np.flatnonzero(bounds >= best)
+    chosen = chosen[np.argsort(-bounds[chosen], kind="stable")]
+    for at in range(0, chosen.shape[0], _RESULT_ROWS_AT_ONCE):
+        batch = chosen[at : at + _RESULT_ROWS_AT_ONCE]
+        batch = batch[bounds[batch] >= best]
+        if batch.shape[0]:
+            best = max(best, float(peaks_at_rows(out, batch).max()))
     return best
 
 

@@ -66,7 +66,7 @@ def interpolation_filter() -> npt.NDArray[np.float64]:
 
 # The screens that spare ``TruePeakMeter`` interpolating rows that cannot hold the
 # track's peak. An interpolated value is a weighted sum of the samples within REACH, so
-# it is at most the largest column sum of |filter| (~2.74, ``_reach_gain``) times the
+# it is at most the largest column sum of |filter| (~2.74, ``reach_gain``) times the
 # largest of them; the parabola through three values a refinement fits peaks at most
 # a quarter above the largest (its vertex correction is (l - r)^2 / (8 (2m - l - r))
 # <= m / 4 for 0 <= l, r <= m). That bound is rigorous but loose (~10.7 dB).
@@ -116,8 +116,9 @@ def _half_sample_matrix(row: int) -> Float32Array:
 
 
 @cache
-def _reach_gain() -> float:
-    """The most any interpolated value can exceed the largest |sample| it draws on."""
+def reach_gain() -> float:
+    """The most any interpolated value can exceed the largest |sample| it draws on (the
+    filter's largest column sum of |h|, ~2.74)."""
     return float(np.abs(_row_matrix(ROW)).sum(axis=0).max())
 
 
@@ -295,7 +296,8 @@ class TruePeakBounds(_GroupStream):
     """An upper bound of ``TruePeakStream``'s peak per group, for about a fifth of its
     cost: the group's largest sample or value half-way between samples, raised by the
     most a band-limited signal can peak above those (``_HALF_SAMPLE_SCREEN``, 4 dB).
-    A caller measures exactly (``row_true_peaks``) only the rows whose bound matters."""
+    A caller measures exactly (``group_peaks_of_windows``) only the rows whose bound
+    matters."""
 
     def _group_values(self, channel: Float32Array, rows: int) -> Float32Array:
         halfway = _windows(channel, rows) @ _half_sample_matrix(ROW)
@@ -337,12 +339,6 @@ def peaks_at_rows(samples: FloatArray, rows: npt.NDArray[np.intp]) -> Float32Arr
     return group_peaks_of_windows(windows_at_rows(samples, rows))[:, 0]
 
 
-def reach_gain() -> float:
-    """The most any interpolated value can exceed the largest |sample| it draws on (the
-    filter's largest column sum of |h|, ~2.74)."""
-    return _reach_gain()
-
-
 class TruePeakMeter(_RowStream):
     """The true peak of a whole stream: the largest of ``TruePeakStream``'s peaks (per
     row of ``ROW`` samples), found without interpolating every row.
@@ -357,11 +353,6 @@ class TruePeakMeter(_RowStream):
         super().__init__(channels)
         self._scratch = _Scratch()
         self._peak = 0.0
-
-    @property
-    def peak(self) -> float:
-        """The linear true peak of what was pushed so far (the rows already complete)."""
-        return self._peak
 
     def finish(self) -> float:
         """The linear true peak of the whole stream; the stream ends here."""
@@ -378,7 +369,7 @@ class TruePeakMeter(_RowStream):
         # The rows' own samples are interpolated values (phase 0): the peak is at least
         # their largest.
         floor = max(self._peak, float(magnitude[REACH : REACH + span].max()))
-        bound = _reach_gain() * _REFINEMENT_GAIN
+        bound = reach_gain() * _REFINEMENT_GAIN
         candidates = np.flatnonzero(reach * np.float32(bound) >= floor)
         if candidates.shape[0] == 0:
             self._peak = floor

@@ -209,6 +209,18 @@ def _speech(t: npt.NDArray[np.float64], rate: int, seed: int) -> npt.NDArray[np.
     return np.stack([mono + side, mono - side], axis=1)
 
 
+def pcm16_wav_bytes(samples: npt.NDArray[np.floating], rate: int) -> bytes:
+    """A 16-bit WAV file's bytes of (frames, channels) ``samples`` in [-1, 1], written
+    with the standard library's ``wave`` (not the soundfile the service reads with)."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as sink:
+        sink.setnchannels(samples.shape[1])
+        sink.setsampwidth(2)
+        sink.setframerate(rate)
+        sink.writeframes((samples * 32767).astype("<i2").tobytes())
+    return buffer.getvalue()
+
+
 def decaying_notes_wav(seconds: float, rate: int = 44_100, *, noise: float = 0.0) -> bytes:
     """A 16-bit stereo WAV file's bytes: a few decaying notes twice a second, peaking at
     0.3, with ``noise`` (white, that amplitude) to make each length's audio differ."""
@@ -219,10 +231,4 @@ def decaying_notes_wav(seconds: float, rate: int = 44_100, *, noise: float = 0.0
         rng = np.random.default_rng(int(seconds * 10))
         samples = samples + noise * rng.standard_normal((t.size, 2))
     samples *= 0.3 / np.max(np.abs(samples))
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as sink:
-        sink.setnchannels(2)
-        sink.setsampwidth(2)
-        sink.setframerate(rate)
-        sink.writeframes((samples * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
+    return pcm16_wav_bytes(samples, rate)

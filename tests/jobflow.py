@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import requests
 
@@ -15,15 +15,27 @@ def declare(path: Path, content_type: str = "audio/wav") -> dict[str, Any]:
     return {"filename": path.name, "size": path.stat().st_size, "content_type": content_type}
 
 
-def upload_file(upload: dict[str, Any], path: Path) -> requests.Response:
+def post_upload(
+    upload: dict[str, Any],
+    filename: str,
+    content: bytes | BinaryIO,
+    content_type: str,
+    *,
+    timeout: float = 30,
+) -> requests.Response:
     """What a browser does with a presigned POST: a multipart form, file last."""
+    return requests.post(
+        upload["url"],
+        data=upload["fields"],
+        files={"file": (filename, content, content_type)},
+        timeout=timeout,
+    )
+
+
+def upload_file(upload: dict[str, Any], path: Path) -> requests.Response:
+    """``post_upload`` of a file, with the content type the presigned form fixed."""
     with path.open("rb") as handle:
-        return requests.post(
-            upload["url"],
-            data=upload["fields"],
-            files={"file": (path.name, handle, upload["fields"]["Content-Type"])},
-            timeout=30,
-        )
+        return post_upload(upload, path.name, handle, upload["fields"]["Content-Type"])
 
 
 def create_and_upload(

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import requests
 
+from tests.audio_factory import pcm16_wav_bytes
 from tests.infra.deployed import (
     API_KEY,
     FunctionProcess,
@@ -36,6 +37,7 @@ from tests.infra.deployed import (
     moto_server,
 )
 from tests.infra.stack import REPO, Deployment, Grant, function_role, load_template, role_grants
+from tests.jobflow import post_upload
 
 EVENTS = REPO / "events"
 ORIGINS = ["https://app.example.test", "http://localhost:5173"]
@@ -109,13 +111,7 @@ def song(seconds: float = 3.0) -> bytes:
     ]
     samples = np.stack(voice, axis=1)
     samples *= 0.3 / np.max(np.abs(samples))
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as sink:
-        sink.setnchannels(2)
-        sink.setsampwidth(2)
-        sink.setframerate(RATE)
-        sink.writeframes((samples * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
+    return pcm16_wav_bytes(samples, RATE)
 
 
 @dataclass
@@ -198,12 +194,7 @@ def run(moto: Moto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
         # A browser uploads with the presigned POST; S3 tells the master.
         upload = json.loads(run.answers["create-mastered"]["body"])["uploads"]["target"]
-        response = requests.post(
-            upload["url"],
-            data=upload["fields"],
-            files={"file": ("mastered.wav", audio, "audio/wav")},
-            timeout=30,
-        )
+        response = post_upload(upload, "mastered.wav", audio, "audio/wav")
         assert response.status_code in (200, 201, 204), response.text
         key = f"uploads/{mastered}/target"
         run.answers["master-mastered"] = master.invoke(s3_event(uploads, key, len(audio)))

@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import requests
 
+from tests.jobflow import post_upload
+
 API_KEY = "serve-flow-key"
 # Guards against a hung stack, not performance checks.
 READY_DEADLINE_S = 90.0
@@ -135,11 +137,6 @@ def start_wav_job(serve: Serve, client: requests.Session, audio: bytes, **body: 
     )
     assert created.status_code == 201, created.text
     upload = created.json()["uploads"]["target"]
-    posted = requests.post(
-        upload["url"],
-        data=upload["fields"],
-        files={"file": ("song.wav", audio, "audio/wav")},
-        timeout=60,
-    )
+    posted = post_upload(upload, "song.wav", audio, "audio/wav", timeout=60)
     assert posted.status_code in (200, 201, 204), posted.text
     return str(created.json()["job_id"])

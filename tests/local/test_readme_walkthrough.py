@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.audio_factory import pcm16_wav_bytes
 from tests.local.serve_process import API_KEY, Serve, running_serve
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,11 +66,7 @@ def write_song(path: Path) -> Path:
         channels.append(envelope * (voice + 0.05 * rng.standard_normal(t.size)))
     samples = np.stack(channels, axis=1)
     samples *= 0.3 / np.max(np.abs(samples))
-    with wave.open(str(path), "wb") as sink:
-        sink.setnchannels(2)
-        sink.setsampwidth(2)
-        sink.setframerate(RATE)
-        sink.writeframes((samples * 32767).astype("<i2").tobytes())
+    path.write_bytes(pcm16_wav_bytes(samples, RATE))
     return path
 
 

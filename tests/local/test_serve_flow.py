@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import requests
 
+from tests.audio_factory import pcm16_wav_bytes
 from tests.local.serve_process import (
     API_KEY,
     Serve,
@@ -52,11 +53,7 @@ def write_wav(path: Path, seconds: float, *, peak: float, harmonics: int, seed: 
         channels.append(envelope * (voice + 0.05 * rng.standard_normal(t.size)))
     samples = np.stack(channels, axis=1)
     samples *= peak / np.max(np.abs(samples))
-    with wave.open(str(path), "wb") as sink:
-        sink.setnchannels(2)
-        sink.setsampwidth(2)
-        sink.setframerate(RATE)
-        sink.writeframes((samples * 32767).astype("<i2").tobytes())
+    path.write_bytes(pcm16_wav_bytes(samples, RATE))
     return path
 
 

@@ -26,7 +26,9 @@ runs the master handler from it the way Lambda does:
 
 Figures printed: the tree's size without ffmpeg, the handler's cold import time inside
 the emulated runtime (awslambdaric's import of ``app``, timed by a probe outside the
-tree), the job's time. Exit status 1 when a step, the job or a goal fails, 2 when the
+tree), which FFTs the engine loads in the image's Python (scipy's compiled module alone,
+not the whole ``scipy.fft``: the image's scipy can be newer than the dev venv's), the
+job's time. Exit status 1 when a step, the job or a goal fails, 2 when the
 check itself cannot run (no Python 3.12, no emulator).
 
 Network: PyPI (or the configured pip index) for the wheels, otherwise 127.0.0.1 only.
@@ -580,6 +582,22 @@ def slowest_imports(python: Path, task: Path, count: int = 12) -> list[tuple[flo
     return []
 
 
+def fft_backend(python: Path, task: Path) -> str:
+    """Which FFTs the engine loads in the image's Python: scipy's compiled module
+    alone (~2 ms: ``pyduccfft``, ``pypocketfft``) or ``scipy.fft`` (its fallback,
+    ~0.18 s a process).
+    The fallback works, so only this check notices scipy's layout changing under it."""
+    result = subprocess.run(
+        [str(python), "-c", "from mastering.engine import fft; print(fft.backend())"],
+        cwd=task,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(task), "LANG": "C.UTF-8"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() if result.returncode == 0 else f"failed: {result.stderr[-300:]}"
+
+
 # ------------------------------------------------------------------ the job
 
 
@@ -833,6 +851,7 @@ def check(args: argparse.Namespace, workdir: Path) -> bool:
             largest=largest_entries(task),
             ffmpeg_mb=ffmpeg_mb,
             import_s=handler_import_s(probe),
+            fft=fft_backend(python, task),
             task=task,
             outcome=outcome,
             # Only the handler may compile at run time: the Dockerfile copies it after pip.
@@ -855,6 +874,7 @@ class Figures:
     largest: list[tuple[float, str]]
     ffmpeg_mb: float
     import_s: float | None
+    fft: str
     task: Path
     outcome: JobOutcome
     compiled_at_run_time: list[str]
@@ -888,6 +908,11 @@ def report(
         f"handler import  {imported} cold, in the emulated runtime "
         f"(goal <= {args.max_import_s:g} s){'' if import_ok else missed}"
     )
+    fft_ok = figures.fft in ("pyduccfft", "pypocketfft")
+    print(
+        f"engine FFTs     {figures.fft} (goal: scipy's compiled module loaded alone, "
+        f"not scipy.fft){'' if fft_ok else missed}"
+    )
     processing = (outcome.job.get("metrics") or {}).get("processing_s")
     results = ", ".join(f"{fmt} {size / 1e6:.2f} MB" for fmt, size in outcome.downloads.items())
     print(
@@ -908,7 +933,7 @@ def report(
             "modules compiled at run time (no bytecode in the image): "
             f"{figures.compiled_at_run_time[:20]}"
         )
-    return succeeded and tree_ok and import_ok and not figures.compiled_at_run_time
+    return succeeded and tree_ok and import_ok and fft_ok and not figures.compiled_at_run_time
 
 
 def prepare_workdir(workdir: Path) -> None:

@@ -107,7 +107,7 @@ def _rounded(value: float | None, digits: int = 2) -> float | None:
 
 
 def preload_engine() -> None:
-    """Import the engine's modules (numpy, soundfile, scipy.fft; a few tenths of a
+    """Import the engine's modules (numpy, soundfile, scipy's FFTs; a few tenths of a
     second).
 
     Called in the master function before it forks its worker: the forked child

@@ -118,23 +118,56 @@ def test_cubic_spline_refuses_unsorted_or_short_input() -> None:
         CubicSpline([0.0, 2.0, 1.0, 3.0], [1.0, 2.0, 3.0, 4.0])
 
 
-def test_engine_ffts_are_scipy_ffts_in_float32() -> None:
+@pytest.mark.parametrize("backend", ["compiled", "scipy.fft"])
+def test_engine_ffts_are_scipy_ffts_in_float32(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import scipy.fft
 
     from mastering.engine import fft
 
-    # Given float32 windows and float64 taps, as the convolution gives them
+    # Given the engine's transforms: scipy's compiled FFTs loaded alone (what runs
+    # here) or, where scipy's layout ever differs, scipy.fft itself
+    monkeypatch.setattr(fft, "_TRANSFORMS", None)
+    if backend == "scipy.fft":
+        monkeypatch.setattr(fft, "_load_compiled", lambda: None)
+        assert fft.backend() == "scipy.fft"
+    else:
+        assert fft.backend() in ("pyduccfft", "pypocketfft")
+    # And float32 windows (a strided view, as the convolution makes them) and taps
     rng = np.random.default_rng(4)
     windows = rng.standard_normal((3, 16_384, 2)).astype(np.float32)
+    strided = windows[:, ::2, :]
+    # Then every transform is scipy.fft's to the bit, in single precision for float32
     spectra = fft.rfft(windows, axis=1)
-    # Then the transforms are scipy.fft's, and stay in single precision
     assert spectra.dtype == np.complex64
     assert np.array_equal(spectra, scipy.fft.rfft(windows, axis=1))
+    assert np.array_equal(fft.rfft(strided, axis=-2), scipy.fft.rfft(strided, axis=-2))
     back = fft.irfft(spectra, n=16_384, axis=1)
     assert back.dtype == np.float32
     assert np.array_equal(back, scipy.fft.irfft(spectra, n=16_384, axis=1))
+    assert np.array_equal(
+        fft.irfft(spectra, n=1_000, axis=1), scipy.fft.irfft(spectra, n=1_000, axis=1)
+    )
     taps = rng.standard_normal((4_458, 2))
     assert np.array_equal(fft.rfft(taps, n=16_384, axis=0), scipy.fft.rfft(taps, n=16_384, axis=0))
+    assert np.array_equal(fft.rfft(taps, n=1_024, axis=0), scipy.fft.rfft(taps, n=1_024, axis=0))
+
+
+def test_compiled_ffts_loaded_alone_are_the_module_scipy_fft_uses() -> None:
+    import importlib
+
+    from mastering.engine import fft
+
+    # Given the engine's transforms loaded without scipy.fft's packages
+    module = fft._load_compiled()
+    assert module is not None
+    # When scipy.fft is imported afterwards (pyloudnorm or matchering in one process)
+    folder = module.__name__.rsplit(".", 2)[1]
+    scipy_basic = importlib.import_module(f"scipy.fft.{folder}.basic")
+
+    # Then it works on the very same compiled module, not a second copy
+    assert scipy_basic.pfft.r2c is module.r2c
 
 
 @pytest.mark.parametrize("size", [1, 2, 44, 89, 1_000])

@@ -1,21 +1,51 @@
-"""Real FFTs for the engine: ``scipy.fft`` in float32, on every core.
+"""Real FFTs for the engine: scipy's compiled FFTs in float32, on every core.
 
-scipy.fft transforms float32 in float32 (half the memory traffic of float64, and as
-precise as the engine needs) and was measured 2.5-4x faster than numpy.fft on the
-engine's batched transforms (numpy's are single-threaded and slower on float32). The
-module is imported lazily (``load``, about 0.2 s) so that importing the engine's other
-modules stays cheap; the master function loads it before forking its worker.
+scipy's FFTs transform float32 in float32 (half the memory traffic of float64, and as
+precise as the engine needs) and were measured 2.5-4x faster than numpy.fft on the
+engine's batched transforms (numpy's are single-threaded and, for float32, three
+times slower than its own float64 ones).
+
+Why not simply ``import scipy.fft``: that import costs ~0.18 s a process, a tenth of a
+3-minute job run as a process of its own (``mastering master``, the benchmark), and
+almost none of it is the FFT: scipy.fft's array-API layer clones numpy's namespace
+(which imports ``numpy.f2py`` and ``numpy.testing``) and its fftlog imports
+``scipy.special``. The transforms themselves are one compiled module, what
+``scipy.fft.rfft`` calls once it has checked its arguments: ``_pocketfft/pypocketfft``
+up to scipy 1.17, ``_duccfft/pyduccfft`` (same calls) from 1.18, the one the Lambda
+image's Python 3.12 gets. It loads in ~2 ms. ``load`` loads it from scipy's installed
+files without executing scipy's packages, checks that it transforms as scipy.fft does,
+and otherwise falls back to ``scipy.fft`` itself (``make image-check`` fails if the
+image's scipy ends up there). CPython keeps one copy of such a compiled module: a
+later ``import scipy.fft`` (pyloudnorm, matchering, the tests) gets the very same one.
 """
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import os
+from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 import numpy.typing as npt
 
+# The compiled module's normalisation codes: none (forward) and 1/n (inverse), as
+# scipy.fft's defaults pass them.
+_NO_SCALING = 0
+_SCALE_BY_ONE_OVER_N = 2
+
 _WORKERS: int | None = None
+
+
+class _Transforms(Protocol):
+    def rfft(self, x: npt.NDArray[Any], n: int | None, axis: int) -> npt.NDArray[Any]: ...
+
+    def irfft(self, spectrum: npt.NDArray[Any], n: int, axis: int) -> npt.NDArray[Any]: ...
+
+
+_TRANSFORMS: _Transforms | None = None
 
 
 def _workers() -> int:
@@ -29,20 +59,136 @@ def _workers() -> int:
     return _WORKERS
 
 
-def load() -> ModuleType:
-    import scipy.fft as module
+def _fit(x: npt.NDArray[Any], size: int, axis: int) -> npt.NDArray[Any]:
+    """``x`` cut or zero-padded to ``size`` along ``axis`` (scipy's ``n=``)."""
+    have = x.shape[axis]
+    if have == size:
+        return x
+    if have > size:
+        index: list[slice] = [slice(None)] * x.ndim
+        index[axis] = slice(0, size)
+        return x[tuple(index)]
+    shape = list(x.shape)
+    shape[axis] = size
+    fitted = np.zeros(shape, dtype=x.dtype)
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(0, have)
+    fitted[tuple(index)] = x
+    return fitted
 
-    loaded: ModuleType = module
-    return loaded
+
+class _Compiled:
+    """The compiled transforms scipy.fft wraps, called as scipy.fft calls them."""
+
+    def __init__(self, module: ModuleType) -> None:
+        self.name = module.__name__.rsplit(".", 1)[-1]
+        self._r2c = module.r2c
+        self._c2r = module.c2r
+
+    def rfft(self, x: npt.NDArray[Any], n: int | None, axis: int) -> npt.NDArray[Any]:
+        if n is not None:
+            x = _fit(x, n, axis)
+        axis %= x.ndim
+        result: npt.NDArray[Any] = self._r2c(x, (axis,), True, _NO_SCALING, None, _workers())
+        return result
+
+    def irfft(self, spectrum: npt.NDArray[Any], n: int, axis: int) -> npt.NDArray[Any]:
+        spectrum = _fit(spectrum, n // 2 + 1, axis)
+        axis %= spectrum.ndim
+        result: npt.NDArray[Any] = self._c2r(
+            spectrum, (axis,), n, False, _SCALE_BY_ONE_OVER_N, None, _workers()
+        )
+        return result
+
+
+class _ScipyFft:
+    """``scipy.fft`` itself: the fallback."""
+
+    def __init__(self) -> None:
+        import scipy.fft
+
+        self._module = scipy.fft
+
+    def rfft(self, x: npt.NDArray[Any], n: int | None, axis: int) -> npt.NDArray[Any]:
+        result: npt.NDArray[Any] = self._module.rfft(x, n=n, axis=axis, workers=_workers())
+        return result
+
+    def irfft(self, spectrum: npt.NDArray[Any], n: int, axis: int) -> npt.NDArray[Any]:
+        result: npt.NDArray[Any] = self._module.irfft(spectrum, n=n, axis=axis, workers=_workers())
+        return result
+
+
+# Where scipy keeps its compiled FFTs, newest first: (folder under scipy/fft, module).
+_COMPILED_FFTS = (("_duccfft", "pyduccfft"), ("_pocketfft", "pypocketfft"))
+
+
+def _load_compiled() -> ModuleType | None:
+    """scipy's compiled FFT module, loaded from its file without importing the packages
+    around it; None when it is not where scipy keeps it."""
+    scipy_spec = importlib.util.find_spec("scipy")  # finds scipy without importing it
+    if scipy_spec is None or not scipy_spec.submodule_search_locations:
+        return None
+    fft_folder = Path(next(iter(scipy_spec.submodule_search_locations))) / "fft"
+    for folder, name in _COMPILED_FFTS:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = fft_folder / folder / f"{name}{suffix}"
+            if path.is_file():
+                spec = importlib.util.spec_from_file_location(f"scipy.fft.{folder}.{name}", path)
+                if spec is None or spec.loader is None:
+                    return None
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                return module
+    return None
+
+
+def _usable(module: ModuleType | None) -> bool:
+    """The module transforms as scipy.fft would (same signature, same values)."""
+    if module is None:
+        return False
+    probe = np.arange(8, dtype=np.float32).reshape(2, 4)
+    try:
+        transforms = _Compiled(module)
+        spectrum = transforms.rfft(probe, None, -1)
+        back = transforms.irfft(spectrum, 4, -1)
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return bool(
+        spectrum.dtype == np.complex64
+        and back.dtype == np.float32
+        and np.allclose(spectrum[0], [6, -2 + 2j, -2], atol=1e-6)
+        and np.allclose(back, probe, atol=1e-5)
+    )
+
+
+def _transforms() -> _Transforms:
+    global _TRANSFORMS
+    if _TRANSFORMS is None:
+        try:
+            module = _load_compiled()
+        except (ImportError, OSError):
+            module = None
+        _TRANSFORMS = _Compiled(module) if module is not None and _usable(module) else _ScipyFft()
+    return _TRANSFORMS
+
+
+def load() -> None:
+    """Load the transforms now (a worker does before it forks)."""
+    _transforms()
+
+
+def backend() -> str:
+    """Which transforms run: scipy's compiled module loaded alone (``pyduccfft`` or
+    ``pypocketfft``), or ``scipy.fft`` (the fallback)."""
+    transforms = _transforms()
+    return transforms.name if isinstance(transforms, _Compiled) else "scipy.fft"
 
 
 def rfft(x: npt.NDArray[Any], *, axis: int, n: int | None = None) -> npt.NDArray[Any]:
     """``scipy.fft.rfft``: complex64 for float32 input."""
-    result: npt.NDArray[Any] = load().rfft(x, n=n, axis=axis, workers=_workers())
-    return result
+    return _transforms().rfft(x, n, axis)
 
 
 def irfft(spectrum: npt.NDArray[Any], *, n: int, axis: int) -> npt.NDArray[Any]:
     """``scipy.fft.irfft``: float32 for complex64 input."""
-    result: npt.NDArray[Any] = load().irfft(spectrum, n=n, axis=axis, workers=_workers())
-    return result
+    return _transforms().irfft(spectrum, n, axis)

@@ -23,14 +23,12 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
-
 from mastering.engine.dsp import BLOCK_FRAMES, FloatArray
 from mastering.engine.loudness import LoudnessMeter
 from mastering.engine.loudness_range import LoudnessRangeMeter
 from mastering.engine.spectrum_bands import BAND_CENTRES_HZ, BandMeter
 from mastering.engine.true_peak import TruePeakMeter
-from mastering.track import Track
+from mastering.track import Track, sample_peak
 
 __all__ = [
     "BAND_CENTRES_HZ",
@@ -122,7 +120,7 @@ class TrackAnalyzer:
             )
         if block.shape[0] == 0:
             return
-        peak = float(np.max(np.abs(block)))
+        peak = sample_peak(block)
         # NaN compares false: max() would drop it, so it is remembered here.
         self._finite = self._finite and math.isfinite(peak)
         self._sample_peak = max(self._sample_peak, peak)

@@ -107,8 +107,7 @@ def _rounded(value: float | None, digits: int = 2) -> float | None:
 
 
 def preload_engine() -> None:
-    """Import the engine's modules (numpy, soundfile, scipy's FFTs; a few tenths of a
-    second).
+    """Import the engine's modules (numpy, soundfile, scipy's FFTs; ~0.15 s).
 
     Called in the master function before it forks its worker: the forked child
     inherits them, so only the first job of a container pays the import.

@@ -77,6 +77,8 @@ def test_a_whole_job_imports_only_the_ffts_of_scipy(tmp_path: Path) -> None:
         f"work_dir=Path({str(tmp_path)!r}), min_duration_s=1.0, max_duration_s=60.0)\n"
         "outcome = master_files(request, lambda stage, percent: None)\n"
         "assert outcome.metrics['result_lufs'] is not None\n"
+        "from mastering.engine import fft\n"
+        "assert fft.backend() in ('pyduccfft', 'pypocketfft'), fft.backend()\n"
     )
     # Then of scipy only its compiled FFTs were loaded (engine.fft), not even the
     # scipy.fft package (its array-API layer and scipy.special, ~0.18 s), nor the

@@ -3,6 +3,10 @@ filters equal the originals (the engine avoids importing those: about 1.4 s a jo
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from typing import Any
+
 import numpy as np
 import pyloudnorm
 import pytest
@@ -152,22 +156,75 @@ def test_engine_ffts_are_scipy_ffts_in_float32(
     taps = rng.standard_normal((4_458, 2))
     assert np.array_equal(fft.rfft(taps, n=16_384, axis=0), scipy.fft.rfft(taps, n=16_384, axis=0))
     assert np.array_equal(fft.rfft(taps, n=1_024, axis=0), scipy.fft.rfft(taps, n=1_024, axis=0))
+    # And so is every other input a call site may pass: float32 padded by n (the FIR
+    # spectra), read-only overlapping windows (the convolution), a complex128 spectrum
+    # zero-padded by n (the preset renderer), other dtypes converted as scipy converts
+    short = taps[:1_000].astype(np.float32)
+    assert np.array_equal(fft.rfft(short, n=4_096, axis=0), scipy.fft.rfft(short, n=4_096, axis=0))
+    flat = windows[0, :, 0]
+    overlapping = np.lib.stride_tricks.as_strided(
+        flat, shape=(7, 4_096), strides=(2_000 * 4, 4), writeable=False
+    )
+    assert np.array_equal(fft.rfft(overlapping, axis=1), scipy.fft.rfft(overlapping, axis=1))
+    wide = scipy.fft.rfft(taps, axis=0)
+    assert np.array_equal(fft.irfft(wide, n=9_000, axis=0), scipy.fft.irfft(wide, n=9_000, axis=0))
+    for odd in (short.astype(">f4"), short.astype(np.float16), (short * 100).astype(np.int32)):
+        ours = fft.rfft(odd, axis=0)
+        assert ours.dtype == scipy.fft.rfft(odd, axis=0).dtype
+        assert np.array_equal(ours, scipy.fft.rfft(odd, axis=0))
+    real_spectrum = spectra.real
+    assert np.array_equal(
+        fft.irfft(real_spectrum, n=16_384, axis=1), scipy.fft.irfft(real_spectrum, n=16_384, axis=1)
+    )
 
 
-def test_compiled_ffts_loaded_alone_are_the_module_scipy_fft_uses() -> None:
-    import importlib
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda fft, x: fft.rfft(x, axis=2), IndexError),
+        (lambda fft, x: fft.rfft(x, axis=-3), IndexError),
+        (lambda fft, x: fft.rfft(x, axis=1, n=0), ValueError),
+        (lambda fft, x: fft.rfft(x[:, :0], axis=1), ValueError),
+        (lambda fft, x: fft.irfft(x.astype(np.complex64), axis=1, n=-4), ValueError),
+        (lambda fft, x: fft.rfft(x.astype(np.complex64), axis=1), TypeError),
+    ],
+)
+def test_engine_ffts_refuse_what_scipy_fft_refuses(call: Any, error: type[Exception]) -> None:
+    import scipy.fft
 
     from mastering.engine import fft
 
-    # Given the engine's transforms loaded without scipy.fft's packages
-    module = fft._load_compiled()
-    assert module is not None
-    # When scipy.fft is imported afterwards (pyloudnorm or matchering in one process)
-    folder = module.__name__.rsplit(".", 2)[1]
-    scipy_basic = importlib.import_module(f"scipy.fft.{folder}.basic")
+    # Given a (3, 16) float32 array and a call scipy.fft refuses (an axis out of range,
+    # no points, a complex input to a real transform)
+    x = np.ones((3, 16), dtype=np.float32)
+    # Then the engine's transforms refuse it too, rather than wrap the axis or return
+    # uninitialised memory
+    with pytest.raises(error):
+        call(fft, x)
+    with pytest.raises(error):
+        call(scipy.fft, x)
 
-    # Then it works on the very same compiled module, not a second copy
-    assert scipy_basic.pfft.r2c is module.r2c
+
+def test_compiled_ffts_loaded_alone_are_the_module_scipy_fft_uses() -> None:
+    # Given a fresh process (this one imported scipy.fft long ago) where the engine
+    # loads its transforms first, as a job does
+    probe = (
+        "import importlib, sys\n"
+        "from mastering.engine import fft\n"
+        "module = fft._load_compiled()\n"
+        "assert 'scipy.fft' not in sys.modules\n"
+        # When scipy.fft is imported afterwards (pyloudnorm or matchering in one process)
+        "folder = module.__name__.rsplit('.', 2)[1]\n"
+        "scipy_basic = importlib.import_module(f'scipy.fft.{folder}.basic')\n"
+        # Then it works on the very same compiled module, not a second copy
+        "assert scipy_basic.pfft.r2c is module.r2c\n"
+        "print(module.__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().rsplit(".", 1)[-1] in ("pyduccfft", "pypocketfft")
 
 
 @pytest.mark.parametrize("size", [1, 2, 44, 89, 1_000])

@@ -77,8 +77,37 @@ def _fit(x: npt.NDArray[Any], size: int, axis: int) -> npt.NDArray[Any]:
     return fitted
 
 
+def _as_transformable(x: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """``x`` as the compiled module takes it, converted as scipy.fft's ``_asfarray``
+    converts it: floats and complex values of single precision or more as they are (in
+    native byte order), half precision to single, anything else to double."""
+    kind, size = x.dtype.kind, x.dtype.itemsize
+    if kind in "fc" and x.dtype.isnative and size >= (4 if kind == "f" else 8):
+        return x
+    if kind in "fc" and size >= (4 if kind == "f" else 8):
+        return x.astype(x.dtype.newbyteorder("="))
+    return np.asarray(x, dtype=np.float32 if kind == "f" and size == 2 else np.float64)
+
+
+def _checked_axis(x: npt.NDArray[Any], axis: int) -> int:
+    """``axis`` as a non-negative index; one out of range is refused (scipy.fft raises
+    IndexError there; numpy's AxisError is both that and a ValueError), where the
+    compiled module would wrap it round to another axis."""
+    if not -x.ndim <= axis < x.ndim:
+        raise np.exceptions.AxisError(axis, x.ndim)
+    return axis % x.ndim
+
+
+def _check_points(points: int) -> None:
+    """Refused as scipy.fft refuses it: on no points the compiled module returns
+    uninitialised memory."""
+    if points < 1:
+        raise ValueError(f"invalid number of data points ({points}) specified")
+
+
 class _Compiled:
-    """The compiled transforms scipy.fft wraps, called as scipy.fft calls them."""
+    """The compiled transforms scipy.fft wraps, called as scipy.fft calls them once it
+    has checked and converted its arguments (checked and converted here alike)."""
 
     def __init__(self, module: ModuleType) -> None:
         self.name = module.__name__.rsplit(".", 1)[-1]
@@ -86,15 +115,24 @@ class _Compiled:
         self._c2r = module.c2r
 
     def rfft(self, x: npt.NDArray[Any], n: int | None, axis: int) -> npt.NDArray[Any]:
+        if np.iscomplexobj(x):
+            raise TypeError("x must be a real sequence")
+        x = _as_transformable(x)
+        axis = _checked_axis(x, axis)
+        _check_points(x.shape[axis] if n is None else n)
         if n is not None:
             x = _fit(x, n, axis)
-        axis %= x.ndim
         result: npt.NDArray[Any] = self._r2c(x, (axis,), True, _NO_SCALING, None, _workers())
         return result
 
     def irfft(self, spectrum: npt.NDArray[Any], n: int, axis: int) -> npt.NDArray[Any]:
+        spectrum = _as_transformable(spectrum)
+        if not np.iscomplexobj(spectrum):
+            # As scipy.fft: real values are the real parts (in the same precision).
+            spectrum = spectrum + spectrum.dtype.type(0) * 1j
+        axis = _checked_axis(spectrum, axis)
+        _check_points(n)
         spectrum = _fit(spectrum, n // 2 + 1, axis)
-        axis %= spectrum.ndim
         result: npt.NDArray[Any] = self._c2r(
             spectrum, (axis,), n, False, _SCALE_BY_ONE_OVER_N, None, _workers()
         )
@@ -151,7 +189,8 @@ def _usable(module: ModuleType | None) -> bool:
         transforms = _Compiled(module)
         spectrum = transforms.rfft(probe, None, -1)
         back = transforms.irfft(spectrum, 4, -1)
-    except (AttributeError, TypeError, ValueError):
+    except (AttributeError, TypeError, ValueError, RuntimeError):
+        # RuntimeError: what the compiled module raises for arguments it does not take.
         return False
     return bool(
         spectrum.dtype == np.complex64
@@ -166,7 +205,9 @@ def _transforms() -> _Transforms:
     if _TRANSFORMS is None:
         try:
             module = _load_compiled()
-        except (ImportError, OSError):
+        except (ImportError, OSError, ValueError, SystemError):
+            # ValueError: find_spec on a scipy already imported without a spec;
+            # SystemError: an extension module whose initialisation failed.
             module = None
         _TRANSFORMS = _Compiled(module) if module is not None and _usable(module) else _ScipyFft()
     return _TRANSFORMS
@@ -185,7 +226,8 @@ def backend() -> str:
 
 
 def rfft(x: npt.NDArray[Any], *, axis: int, n: int | None = None) -> npt.NDArray[Any]:
-    """``scipy.fft.rfft``: complex64 for float32 input."""
+    """``scipy.fft.rfft``: complex64 for float32 input. (Not through scipy.fft's
+    backend dispatch: ``scipy.fft.set_backend`` and ``set_workers`` do not apply.)"""
     return _transforms().rfft(x, n, axis)
 
 

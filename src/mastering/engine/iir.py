@@ -15,8 +15,8 @@ state::
 
 so every chunk's local part is one matrix product for the whole signal (BLAS, both
 cores), and only the ``d``-value states need a sequential pass. That pass is done the
-same way one level up (groups of 8 chunk states, then groups of 8 groups...: four
-products for a 131 072-frame block), with no Python loop over chunks or groups. The
+same way one level up (groups of 8 chunk states, then groups of 8 groups...: five
+products for a 262 144-frame block), with no Python loop over chunks or groups. The
 results equal ``lfilter``'s to rounding.
 """
 

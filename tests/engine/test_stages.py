@@ -87,3 +87,43 @@ def test_master_does_not_depend_on_the_block_size() -> None:
     big, _ = engine_master(target, 48_000, reference, 44_100)
     small, _ = engine_master(target, 48_000, reference, 44_100, block_frames=10_007)
     np.testing.assert_allclose(small, big, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_level_analysis_spectra_of_the_loudest_pieces_only_change_nothing(channels: int) -> None:
+    from mastering.engine.analysis import (
+        _levels,
+        _mid_side_rows,
+        analyze_levels,
+    )
+    from mastering.engine.dsp import PieceLayout, internal_frames
+    from mastering.engine.params import FFT_SIZE
+
+    # Given 70 s at 44.1 kHz whose pieces differ in level (some loud, some not)
+    rate = 44_100
+    samples = tone_mix(70.0, rate, seed=channels)[:, :channels]
+    samples *= np.repeat(np.linspace(0.2, 1.0, 7), samples.shape[0] // 7 + 1)[
+        : samples.shape[0], None
+    ].astype(np.float32)
+    layout = PieceLayout.for_frames(internal_frames(samples.shape[0], rate))
+    # When the 44.1 kHz analysis measures every piece's RMS, then only the loudest
+    # pieces' spectra
+    ours = analyze_levels(samples, rate, role="target")
+    # Then every reading equals, to the bit, that of measuring every piece's spectra
+    # as the pieces go by (the path of the other rates)
+    buffer = np.empty((2, layout.piece_size), dtype=np.float32)
+    size = layout.piece_size
+    every = _levels(
+        (
+            _mid_side_rows(samples[i * size : (i + 1) * size], buffer)
+            for i in range(layout.divisions)
+        ),
+        layout,
+        layout,
+        rate,
+        FFT_SIZE,
+        samples,
+    )
+    assert 0 < int(ours.loudest.sum()) < layout.divisions
+    for field in ("piece_rms", "loudest", "match_rms", "mid_spectrum", "side_spectrum", "peak"):
+        assert np.array_equal(getattr(ours, field), getattr(every, field)), field

@@ -5,7 +5,8 @@ matchering cuts a track (at 44.1 kHz) into equal pieces of at most 15 s, keeps t
 whose mid RMS is at least the RMS of all pieces' RMS values (the "loudest"), and uses
 their RMS and their average magnitude spectrum (4096-point boxcar frames, no overlap).
 Those are per-piece statistics, so each piece is read, measured and dropped: memory
-does not depend on the track's length.
+does not depend on the track's length. At 44.1 kHz, where reading a piece again costs
+nothing, the RMS of every piece comes first and the spectra of the loudest only.
 """
 
 from __future__ import annotations
@@ -127,6 +128,16 @@ def _mid_side_rows(block: FloatArray, out: Float32Array) -> tuple[Float32Array, 
     return out[0], out[1]
 
 
+def _mid_row(block: FloatArray, out: Float32Array) -> Float32Array:
+    """The mid row of ``_mid_side_rows`` alone (the same values) into ``out``."""
+    if block.shape[1] == 1:
+        np.copyto(out, block[:, 0])
+    else:
+        np.add(block[:, 0], block[:, 1], out=out)
+        out *= np.float32(0.5)
+    return out
+
+
 def _band_limited_pieces(
     samples: FloatArray, layout: PieceLayout, rate: int
 ) -> Iterator[tuple[Float64Array, Float64Array]]:
@@ -177,7 +188,7 @@ def analyze_levels(samples: FloatArray, rate: int, *, role: str) -> LevelAnalysi
         raise AudioTooShort(f"The {role} is too short to master")
     layout = PieceLayout.for_frames(internal_frames(samples.shape[0], rate))
     if rate == INTERNAL_RATE:
-        return _levels(_own_rate_pieces(samples, layout), layout, layout, rate, FFT_SIZE, samples)
+        return _own_rate_levels(samples, layout)
     layout = layout.scaled(samples.shape[0])
     if Resampler.available(rate):
         measured = PieceLayout.for_frames(internal_length(samples.shape[0], rate))
@@ -187,18 +198,35 @@ def analyze_levels(samples: FloatArray, rate: int, *, role: str) -> LevelAnalysi
     return _levels(band_limited, layout, layout, rate, fir_length(rate), samples)
 
 
-def _own_rate_pieces(
-    samples: FloatArray, layout: PieceLayout
-) -> Iterator[tuple[Float32Array, Float32Array]]:
-    """Each piece's (mid, side) in float32, in one buffer reused from piece to piece
-    (the consumer is done with a piece before asking for the next)."""
-    size = layout.piece_size
+def _own_rate_levels(samples: FloatArray, layout: PieceLayout) -> LevelAnalysis:
+    """``_levels`` at 44.1 kHz, where a piece costs nothing to read again: every
+    piece's RMS first (its mid alone), then the spectra of the loudest pieces only, the
+    only ones kept (about half of them: the FFTs were most of this analysis). The same
+    values to the bit as measuring every piece."""
+    size, frame = layout.piece_size, FFT_SIZE
     buffer = np.empty((2, size), dtype=np.float32)
-    for index in range(layout.divisions):
-        block = samples[index * size : (index + 1) * size]
-        if block.dtype != np.float32:
-            block = block.astype(np.float32)
-        yield _mid_side_rows(block, buffer)
+    piece_rms = np.empty(layout.divisions)
+    for piece in range(layout.divisions):
+        mid = _mid_row(_own_rate_piece(samples, layout, piece), buffer[0])
+        piece_rms[piece] = np.sqrt(_piece_energy(mid) / size)
+    loudest, _ = loudest_pieces(piece_rms)
+    mid_sums = np.zeros((layout.divisions, frame // 2 + 1))
+    side_sums = np.zeros_like(mid_sums)
+    scratch = _FrameScratch(frame)
+    for loud in np.flatnonzero(loudest).tolist():
+        mid, side = _mid_side_rows(_own_rate_piece(samples, layout, loud), buffer)
+        mid_sums[loud] = frame_magnitude_sum(mid, frame, scratch)
+        side_sums[loud] = frame_magnitude_sum(side, frame, scratch)
+    return _level_analysis(
+        layout, size, piece_rms, mid_sums, side_sums, INTERNAL_RATE, frame, samples
+    )
+
+
+def _own_rate_piece(samples: FloatArray, layout: PieceLayout, index: int) -> Float32Array:
+    size = layout.piece_size
+    block = samples[index * size : (index + 1) * size]
+    piece: Float32Array = block if block.dtype == np.float32 else block.astype(np.float32)
+    return piece
 
 
 def _levels(
@@ -210,7 +238,8 @@ def _levels(
     samples: FloatArray,
 ) -> LevelAnalysis:
     """Loudest-piece statistics from the (mid, side) of each piece of ``measured``,
-    at ``rate`` with ``frame``-point FFTs; ``layout`` is what the later stages use."""
+    at ``rate`` with ``frame``-point FFTs; ``layout`` is what the later stages use.
+    Every piece is measured as it goes by: these pieces are costly to make twice."""
     size = measured.piece_size
     piece_rms = np.empty(measured.divisions)
     mid_sums = np.empty((measured.divisions, frame // 2 + 1))
@@ -220,8 +249,23 @@ def _levels(
         piece_rms[index] = np.sqrt(_piece_energy(mid) / size)
         mid_sums[index] = frame_magnitude_sum(mid, frame, scratch)
         side_sums[index] = frame_magnitude_sum(side, frame, scratch)
+    return _level_analysis(layout, size, piece_rms, mid_sums, side_sums, rate, frame, samples)
+
+
+def _level_analysis(
+    layout: PieceLayout,
+    piece_size: int,
+    piece_rms: Float64Array,
+    mid_sums: Float64Array,
+    side_sums: Float64Array,
+    rate: int,
+    frame: int,
+    samples: FloatArray,
+) -> LevelAnalysis:
+    """The analysis from each measured piece's RMS and spectrum sums (only the loudest
+    pieces' sums are read), ``piece_size`` frames at ``rate``."""
     loudest, match_rms = loudest_pieces(piece_rms)
-    averaged = int(np.count_nonzero(loudest)) * (size // frame)
+    averaged = int(np.count_nonzero(loudest)) * (piece_size // frame)
     return LevelAnalysis(
         layout=layout,
         piece_rms=piece_rms,

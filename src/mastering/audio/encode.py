@@ -95,7 +95,7 @@ class _BlockBuffers:
     def __init__(self, samples: int) -> None:
         self._clipped = np.empty(samples, dtype=np.float32)
         self._scaled = np.empty(samples, dtype=np.float32)
-        self._noise = np.empty(2 * samples, dtype=np.float32)
+        self._noise = np.empty(samples, dtype=np.float32)
         self._pcm = np.empty(samples, dtype=np.int16)
 
     def clipped(self, shape: tuple[int, ...]) -> Float32Array:
@@ -105,7 +105,7 @@ class _BlockBuffers:
         return self._scaled[: _size(shape)].reshape(shape)
 
     def noise(self, shape: tuple[int, ...]) -> Float32Array:
-        return self._noise[: 2 * _size(shape)].reshape((2, *shape))
+        return self._noise[: _size(shape)].reshape(shape)
 
     def pcm(self, shape: tuple[int, ...]) -> npt.NDArray[np.int16]:
         return self._pcm[: _size(shape)].reshape(shape)
@@ -145,7 +145,7 @@ def _dithered_pcm16(
     buffers = buffers or _BlockBuffers(clipped.size)
     words = rng.bit_generator.random_raw(-(-clipped.size // 2))
     pairs = np.asarray(words).view(np.uint16)[: 2 * clipped.size].reshape(-1, 2)
-    noise = buffers.noise(clipped.shape)[0]
+    noise = buffers.noise(clipped.shape)
     np.subtract(pairs[:, 0], pairs[:, 1], out=noise.reshape(-1), dtype=np.float32)
     scaled = np.multiply(clipped, np.float32(32768.0), out=buffers.scaled(clipped.shape))
     # (u1 - u2) * 2^-16 LSB: exact in float32 (at most 17 significant bits).

@@ -60,21 +60,14 @@ def _workers() -> int:
 
 
 def _fit(x: npt.NDArray[Any], size: int, axis: int) -> npt.NDArray[Any]:
-    """``x`` cut or zero-padded to ``size`` along ``axis`` (scipy's ``n=``)."""
+    """``x`` cut or zero-padded to ``size`` along the non-negative ``axis`` (scipy's
+    ``n=``)."""
     have = x.shape[axis]
-    if have == size:
-        return x
-    if have > size:
-        index: list[slice] = [slice(None)] * x.ndim
-        index[axis] = slice(0, size)
-        return x[tuple(index)]
-    shape = list(x.shape)
-    shape[axis] = size
-    fitted = np.zeros(shape, dtype=x.dtype)
-    index = [slice(None)] * x.ndim
-    index[axis] = slice(0, have)
-    fitted[tuple(index)] = x
-    return fitted
+    if have >= size:
+        return x[(slice(None),) * axis + (slice(0, size),)]
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, size - have)
+    return np.pad(x, widths)
 
 
 def _as_transformable(x: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -129,7 +122,7 @@ class _Compiled:
         spectrum = _as_transformable(spectrum)
         if not np.iscomplexobj(spectrum):
             # As scipy.fft: real values are the real parts (in the same precision).
-            spectrum = spectrum + spectrum.dtype.type(0) * 1j
+            spectrum = spectrum.astype(np.result_type(spectrum.dtype, np.complex64))
         axis = _checked_axis(spectrum, axis)
         _check_points(n)
         spectrum = _fit(spectrum, n // 2 + 1, axis)

@@ -556,10 +556,11 @@ def true_peak_stage(
     frames = out.shape[0]
     block -= block % plan.group
     analyzer = TrackAnalyzer(rate, 2, measure_true_peak=False)
+    # The left/right pair of each block, channel by channel, in one reused buffer.
+    pair = np.empty((2, min(block, frames)), dtype=np.float32)
     for start in range(0, frames, block):
         part = out[start : start + block]
-        left = part[:, 0] + part[:, 1]
-        right = part[:, 0] - part[:, 1]
+        left, right = sum_and_difference(part, pair[:, : part.shape[0]].T).T
         apply_block(left, right, start, plan, part)
         analyzer.push(part)
     analysis = analyzer.finish(true_peak=result_true_peak(out, plan, stats))

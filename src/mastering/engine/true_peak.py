@@ -134,6 +134,16 @@ def _row_max(values: Float32Array) -> Float32Array:
     return largest
 
 
+def _coarse_values(windows: Float32Array) -> Float32Array:
+    """(rows, ROW): for each sample of the rows ``windows`` give, the larger of |the
+    sample| and |the value half-way after it|, the grid both screens bound a
+    band-limited peak from (``_HALF_SAMPLE_SCREEN``)."""
+    coarse: Float32Array = windows @ _half_sample_matrix(ROW)
+    np.abs(coarse, out=coarse)
+    np.maximum(coarse, np.abs(windows[:, REACH : REACH + ROW]), out=coarse)
+    return coarse
+
+
 def _windows(channel: Float32Array, rows: int) -> Float32Array:
     """(rows, ROW + 2 REACH) overlapping views of the contiguous 1-D ``channel``: each
     row's samples with their context either side."""
@@ -300,11 +310,8 @@ class TruePeakBounds(_GroupStream):
     matters."""
 
     def _group_values(self, channel: Float32Array, rows: int) -> Float32Array:
-        halfway = _windows(channel, rows) @ _half_sample_matrix(ROW)
-        np.abs(halfway, out=halfway)
-        own = np.abs(channel[REACH : REACH + rows * ROW]).reshape(rows, ROW)
-        np.maximum(halfway, own, out=halfway)
-        bounds = _row_max(halfway.reshape(-1, self._group))
+        coarse = _coarse_values(_windows(channel, rows))
+        bounds = _row_max(coarse.reshape(-1, self._group))
         bounds *= np.float32(_HALF_SAMPLE_SCREEN)
         return bounds.reshape(rows, ROW // self._group)
 
@@ -375,9 +382,7 @@ class TruePeakMeter(_RowStream):
             self._peak = floor
             return
         windows = _windows(channel, rows)[candidates]
-        halfway = _row_max(np.abs(windows @ _half_sample_matrix(ROW)))
-        own = _row_max(np.abs(windows[:, REACH : REACH + ROW]))
-        coarse = np.maximum(halfway, own)
+        coarse = _row_max(_coarse_values(windows))
         floor = max(floor, float(coarse.max()))
         chosen = windows[coarse * np.float32(_HALF_SAMPLE_SCREEN) >= floor]
         exact = _refined_peaks(*self._scratch.values(chosen), ROW)
